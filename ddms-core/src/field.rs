@@ -1,0 +1,908 @@
+//! Fields: kinds, constraints, and how a single value is checked against them.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::FieldError;
+use crate::name::{truncate, Name};
+
+/// Longest `pattern` accepted, in bytes.
+pub const MAX_PATTERN_LEN: usize = 512;
+/// Most values an `enum` field may declare.
+pub const MAX_ENUM_VALUES: usize = 1000;
+/// Longest text value accepted when a field declares no `max_length` (characters).
+pub const DEFAULT_MAX_TEXT_LEN: usize = 1 << 20;
+
+/// The kinds a list field's items may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalarKind {
+    /// UTF-8 text without NUL.
+    Text,
+    /// A 64-bit signed integer.
+    Integer,
+    /// A finite double-precision number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// An RFC 3339 date and time with offset.
+    Datetime,
+    /// A UUID (stored lower-case, hyphenated).
+    Uuid,
+    /// An e-mail address.
+    Email,
+    /// An absolute URL.
+    Url,
+}
+
+impl ScalarKind {
+    /// The kind's name as written in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalarKind::Text => "text",
+            ScalarKind::Integer => "integer",
+            ScalarKind::Number => "number",
+            ScalarKind::Boolean => "boolean",
+            ScalarKind::Date => "date",
+            ScalarKind::Datetime => "datetime",
+            ScalarKind::Uuid => "uuid",
+            ScalarKind::Email => "email",
+            ScalarKind::Url => "url",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ScalarKind> {
+        Some(match s {
+            "text" => ScalarKind::Text,
+            "integer" => ScalarKind::Integer,
+            "number" => ScalarKind::Number,
+            "boolean" => ScalarKind::Boolean,
+            "date" => ScalarKind::Date,
+            "datetime" => ScalarKind::Datetime,
+            "uuid" => ScalarKind::Uuid,
+            "email" => ScalarKind::Email,
+            "url" => ScalarKind::Url,
+            _ => return None,
+        })
+    }
+
+    /// True for kinds stored as JSON strings and compared as text.
+    pub fn is_textual(self) -> bool {
+        matches!(self, ScalarKind::Text | ScalarKind::Email | ScalarKind::Url)
+    }
+}
+
+/// The kind of a field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldKind {
+    /// A scalar kind.
+    Scalar(ScalarKind),
+    /// One of a fixed set of strings.
+    Enum(Vec<String>),
+    /// Any JSON value.
+    Json,
+    /// A JSON array of scalars of one kind.
+    List(ScalarKind),
+}
+
+/// The storage class of a value used by indexes and comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueClass {
+    /// Compared as text (C collation: byte order).
+    Text,
+    /// Compared as a 64-bit integer.
+    Integer,
+    /// Compared as a double.
+    Number,
+    /// A boolean.
+    Boolean,
+    /// A date.
+    Date,
+    /// A timestamp with time zone.
+    Datetime,
+    /// A uuid.
+    Uuid,
+}
+
+impl FieldKind {
+    /// The kind's name as written in JSON (`list` and `enum` included).
+    pub fn name(&self) -> &'static str {
+        match self {
+            FieldKind::Scalar(s) => s.as_str(),
+            FieldKind::Enum(_) => "enum",
+            FieldKind::Json => "json",
+            FieldKind::List(_) => "list",
+        }
+    }
+
+    /// The comparison class for scalar and enum kinds; `None` for json and list.
+    pub fn value_class(&self) -> Option<ValueClass> {
+        Some(match self {
+            FieldKind::Scalar(s) => scalar_class(*s),
+            FieldKind::Enum(_) => ValueClass::Text,
+            FieldKind::Json | FieldKind::List(_) => return None,
+        })
+    }
+
+    /// True when fields of this kind can be sorted on and indexed.
+    pub fn is_orderable(&self) -> bool {
+        self.value_class().is_some()
+    }
+}
+
+/// The comparison class of a scalar kind.
+pub fn scalar_class(s: ScalarKind) -> ValueClass {
+    match s {
+        ScalarKind::Text | ScalarKind::Email | ScalarKind::Url => ValueClass::Text,
+        ScalarKind::Integer => ValueClass::Integer,
+        ScalarKind::Number => ValueClass::Number,
+        ScalarKind::Boolean => ValueClass::Boolean,
+        ScalarKind::Date => ValueClass::Date,
+        ScalarKind::Datetime => ValueClass::Datetime,
+        ScalarKind::Uuid => ValueClass::Uuid,
+    }
+}
+
+/// A compiled `pattern` constraint (unanchored, like JSON Schema's `pattern`).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` with a bounded program size.
+    pub fn new(source: &str) -> Result<Pattern, String> {
+        if source.len() > MAX_PATTERN_LEN {
+            return Err(format!("pattern is longer than {MAX_PATTERN_LEN} bytes"));
+        }
+        let regex = regex::RegexBuilder::new(source)
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("pattern does not compile: {e}"))?;
+        Ok(Pattern {
+            source: source.to_string(),
+            regex,
+        })
+    }
+
+    /// The pattern's source text.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// True when `s` matches.
+    pub fn is_match(&self, s: &str) -> bool {
+        self.regex.is_match(s)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+/// The JSON shape of a field, as clients send it and as it is stored.
+///
+/// `{"name":"title","kind":"text","required":true,"indexed":true,"max_length":200}`;
+/// enums carry `"values":[..]`, lists carry `"items":"<scalar kind>"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Field name (slug, not reserved).
+    pub name: String,
+    /// Display label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Kind name: text, integer, number, boolean, date, datetime, uuid, email, url, enum, json, list.
+    pub kind: String,
+    /// A value must be present.
+    #[serde(default)]
+    pub required: bool,
+    /// No two records of the type may share a value.
+    #[serde(default)]
+    pub unique: bool,
+    /// Filters and sorts on this field use an index.
+    #[serde(default)]
+    pub indexed: bool,
+    /// Value used when a record omits the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Smallest allowed number (integer and number kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest allowed number (integer and number kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Shortest allowed text (characters) or list (items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u32>,
+    /// Longest allowed text (characters) or list (items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+    /// Regular expression text values must match (unanchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Allowed values of an enum field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// Item kind of a list field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
+}
+
+/// A checked field definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FieldSpec", into = "FieldSpec")]
+pub struct Field {
+    /// Field name.
+    pub name: Name,
+    /// Display label.
+    pub label: Option<String>,
+    /// Kind (with enum values or list item kind).
+    pub kind: FieldKind,
+    /// A value must be present.
+    pub required: bool,
+    /// Values are unique within the entity type.
+    pub unique: bool,
+    /// Filters and sorts use the field-value index.
+    pub indexed: bool,
+    /// Default applied when the field is missing.
+    pub default: Option<Value>,
+    /// Numeric lower bound.
+    pub min: Option<f64>,
+    /// Numeric upper bound.
+    pub max: Option<f64>,
+    /// Minimum length (characters or items).
+    pub min_length: Option<u32>,
+    /// Maximum length (characters or items).
+    pub max_length: Option<u32>,
+    /// Pattern for textual values.
+    pub pattern: Option<Pattern>,
+}
+
+impl Field {
+    /// True when the field has an index (declared `indexed` or `unique`).
+    pub fn has_index(&self) -> bool {
+        self.indexed || self.unique
+    }
+
+    /// Checks a spec; every problem is reported, with paths under `path`.
+    pub fn from_spec_at(spec: &FieldSpec, path: &str) -> Result<Field, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let at = |s: &str| format!("{path}.{s}");
+        let name = match Name::parse_field(&spec.name) {
+            Ok(n) => Some(n),
+            Err(m) => {
+                errs.push(FieldError::new(
+                    at("name"),
+                    "invalid_name",
+                    format!("invalid field name `{}`: {m}", truncate(&spec.name, 80)),
+                ));
+                None
+            }
+        };
+        if let Some(l) = &spec.label {
+            if l.chars().count() > 200 || l.contains('\0') {
+                errs.push(FieldError::new(
+                    at("label"),
+                    "invalid_label",
+                    "label must be at most 200 characters without NUL",
+                ));
+            }
+        }
+        let kind = match spec.kind.as_str() {
+            "enum" => match &spec.values {
+                Some(v) if !v.is_empty() => {
+                    let mut seen = std::collections::HashSet::new();
+                    if v.len() > MAX_ENUM_VALUES {
+                        errs.push(FieldError::new(
+                            at("values"),
+                            "too_many_values",
+                            format!("an enum may have at most {MAX_ENUM_VALUES} values"),
+                        ));
+                    }
+                    for (i, s) in v.iter().enumerate() {
+                        if s.contains('\0') || s.is_empty() || s.chars().count() > 200 {
+                            errs.push(FieldError::new(
+                                format!("{path}.values[{i}]"),
+                                "invalid_enum_value",
+                                "enum values must be 1 to 200 characters without NUL",
+                            ));
+                        } else if !seen.insert(s) {
+                            errs.push(FieldError::new(
+                                format!("{path}.values[{i}]"),
+                                "duplicate_enum_value",
+                                format!("enum value `{}` is listed twice", truncate(s, 80)),
+                            ));
+                        }
+                    }
+                    Some(FieldKind::Enum(v.clone()))
+                }
+                _ => {
+                    errs.push(FieldError::new(
+                        at("values"),
+                        "missing_values",
+                        "an enum field needs a non-empty `values` list",
+                    ));
+                    None
+                }
+            },
+            "json" => Some(FieldKind::Json),
+            "list" => match spec.items.as_deref().map(ScalarKind::parse) {
+                Some(Some(k)) => Some(FieldKind::List(k)),
+                _ => {
+                    errs.push(FieldError::new(
+                        at("items"),
+                        "invalid_items",
+                        "a list field needs `items`: one of text, integer, number, boolean, date, datetime, uuid, email, url",
+                    ));
+                    None
+                }
+            },
+            other => match ScalarKind::parse(other) {
+                Some(k) => Some(FieldKind::Scalar(k)),
+                None => {
+                    errs.push(FieldError::new(
+                        at("kind"),
+                        "invalid_kind",
+                        format!(
+                            "unknown kind `{}`: expected text, integer, number, boolean, date, datetime, uuid, email, url, enum, json or list",
+                            truncate(other, 40)
+                        ),
+                    ));
+                    None
+                }
+            },
+        };
+        if spec.values.is_some() && spec.kind != "enum" {
+            errs.push(FieldError::new(
+                at("values"),
+                "not_applicable",
+                "`values` applies only to enum fields",
+            ));
+        }
+        if spec.items.is_some() && spec.kind != "list" {
+            errs.push(FieldError::new(
+                at("items"),
+                "not_applicable",
+                "`items` applies only to list fields",
+            ));
+        }
+        let numeric = matches!(
+            kind,
+            Some(FieldKind::Scalar(ScalarKind::Integer | ScalarKind::Number))
+        );
+        let lengthy = matches!(
+            kind,
+            Some(
+                FieldKind::Scalar(ScalarKind::Text | ScalarKind::Email | ScalarKind::Url)
+                    | FieldKind::List(_)
+            )
+        );
+        let textual = matches!(
+            kind,
+            Some(FieldKind::Scalar(
+                ScalarKind::Text | ScalarKind::Email | ScalarKind::Url
+            ))
+        );
+        if (spec.min.is_some() || spec.max.is_some()) && kind.is_some() && !numeric {
+            errs.push(FieldError::new(
+                at("min"),
+                "not_applicable",
+                "`min`/`max` apply only to integer and number fields",
+            ));
+        }
+        for (label, v) in [("min", spec.min), ("max", spec.max)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                errs.push(FieldError::new(
+                    at(label),
+                    "invalid_bound",
+                    "bounds must be finite numbers",
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (spec.min, spec.max) {
+            if a > b {
+                errs.push(FieldError::new(
+                    at("min"),
+                    "invalid_bound",
+                    "`min` is greater than `max`",
+                ));
+            }
+        }
+        if (spec.min_length.is_some() || spec.max_length.is_some()) && kind.is_some() && !lengthy {
+            errs.push(FieldError::new(
+                at("max_length"),
+                "not_applicable",
+                "`min_length`/`max_length` apply only to text, email, url and list fields",
+            ));
+        }
+        if let (Some(a), Some(b)) = (spec.min_length, spec.max_length) {
+            if a > b {
+                errs.push(FieldError::new(
+                    at("min_length"),
+                    "invalid_bound",
+                    "`min_length` is greater than `max_length`",
+                ));
+            }
+        }
+        let pattern = match &spec.pattern {
+            Some(p) if kind.is_some() && !textual => {
+                errs.push(FieldError::new(
+                    at("pattern"),
+                    "not_applicable",
+                    "`pattern` applies only to text, email and url fields",
+                ));
+                None
+            }
+            Some(p) => match Pattern::new(p) {
+                Ok(p) => Some(p),
+                Err(m) => {
+                    errs.push(FieldError::new(at("pattern"), "invalid_pattern", m));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(k) = &kind {
+            if (spec.indexed || spec.unique) && !k.is_orderable() {
+                errs.push(FieldError::new(
+                    at(if spec.unique { "unique" } else { "indexed" }),
+                    "not_indexable",
+                    format!("{} fields cannot be indexed or unique", k.name()),
+                ));
+            }
+        }
+        let (Some(name), Some(kind)) = (name, kind) else {
+            return Err(errs);
+        };
+        let mut field = Field {
+            name,
+            label: spec.label.clone(),
+            kind,
+            required: spec.required,
+            unique: spec.unique,
+            indexed: spec.indexed,
+            default: None,
+            min: spec.min,
+            max: spec.max,
+            min_length: spec.min_length,
+            max_length: spec.max_length,
+            pattern,
+        };
+        if let Some(d) = &spec.default {
+            if !d.is_null() {
+                if spec.unique {
+                    errs.push(FieldError::new(
+                        at("default"),
+                        "not_applicable",
+                        "a unique field cannot have a default",
+                    ));
+                }
+                let mut derrs = Vec::new();
+                match field.check_value(d, &at("default"), &mut derrs) {
+                    Some(v) if derrs.is_empty() => field.default = Some(v),
+                    _ => errs.extend(derrs),
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(field)
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The spec this field was built from (normalised).
+    pub fn to_spec(&self) -> FieldSpec {
+        let (kind, values, items) = match &self.kind {
+            FieldKind::Scalar(s) => (s.as_str(), None, None),
+            FieldKind::Enum(v) => ("enum", Some(v.clone()), None),
+            FieldKind::Json => ("json", None, None),
+            FieldKind::List(s) => ("list", None, Some(s.as_str().to_string())),
+        };
+        FieldSpec {
+            name: self.name.to_string(),
+            label: self.label.clone(),
+            kind: kind.to_string(),
+            required: self.required,
+            unique: self.unique,
+            indexed: self.indexed,
+            default: self.default.clone(),
+            min: self.min,
+            max: self.max,
+            min_length: self.min_length,
+            max_length: self.max_length,
+            pattern: self.pattern.as_ref().map(|p| p.as_str().to_string()),
+            values,
+            items,
+        }
+    }
+
+    /// Checks one non-null value; pushes every problem into `errs` (with `path`) and
+    /// returns the normalised value when it is acceptable so far.
+    pub fn check_value(&self, v: &Value, path: &str, errs: &mut Vec<FieldError>) -> Option<Value> {
+        match &self.kind {
+            FieldKind::Scalar(k) => {
+                let v = check_scalar(*k, v, path, errs)?;
+                self.check_constraints(*k, &v, path, errs);
+                Some(v)
+            }
+            FieldKind::Enum(values) => match v {
+                Value::String(s) if values.iter().any(|x| x == s) => Some(v.clone()),
+                Value::String(s) => {
+                    errs.push(FieldError::new(
+                        path,
+                        "not_in_enum",
+                        format!(
+                            "`{}` is not one of: {}",
+                            truncate(s, 80),
+                            truncate(&values.join(", "), 200)
+                        ),
+                    ));
+                    None
+                }
+                _ => {
+                    errs.push(wrong_type(path, "a string (enum value)", v));
+                    None
+                }
+            },
+            FieldKind::Json => {
+                if json_has_nul(v) {
+                    errs.push(FieldError::new(
+                        path,
+                        "nul_in_text",
+                        "text must not contain NUL (\\u0000)",
+                    ));
+                    None
+                } else {
+                    Some(v.clone())
+                }
+            }
+            FieldKind::List(k) => {
+                let Value::Array(items) = v else {
+                    errs.push(wrong_type(path, &format!("a list of {}", k.as_str()), v));
+                    return None;
+                };
+                let n = items.len() as u64;
+                if let Some(min) = self.min_length {
+                    if n < u64::from(min) {
+                        errs.push(FieldError::new(
+                            path,
+                            "too_short",
+                            format!("must have at least {min} items"),
+                        ));
+                    }
+                }
+                if let Some(max) = self.max_length {
+                    if n > u64::from(max) {
+                        errs.push(FieldError::new(
+                            path,
+                            "too_long",
+                            format!("must have at most {max} items"),
+                        ));
+                    }
+                }
+                let mut out = Vec::with_capacity(items.len());
+                let before = errs.len();
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if item.is_null() {
+                        errs.push(wrong_type(&p, k.as_str(), item));
+                        continue;
+                    }
+                    if let Some(x) = check_scalar(*k, item, &p, errs) {
+                        out.push(x);
+                    }
+                }
+                (errs.len() == before).then_some(Value::Array(out))
+            }
+        }
+    }
+
+    fn check_constraints(&self, k: ScalarKind, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
+        match v {
+            Value::String(s) if k.is_textual() => {
+                let n = s.chars().count();
+                if let Some(min) = self.min_length {
+                    if n < min as usize {
+                        errs.push(FieldError::new(
+                            path,
+                            "too_short",
+                            format!("must be at least {min} characters"),
+                        ));
+                    }
+                }
+                let max = self
+                    .max_length
+                    .map(|m| m as usize)
+                    .unwrap_or(DEFAULT_MAX_TEXT_LEN);
+                if n > max {
+                    errs.push(FieldError::new(
+                        path,
+                        "too_long",
+                        format!("must be at most {max} characters"),
+                    ));
+                }
+                if let Some(p) = &self.pattern {
+                    if !p.is_match(s) {
+                        errs.push(FieldError::new(
+                            path,
+                            "pattern_mismatch",
+                            format!("does not match the pattern `{}`", truncate(p.as_str(), 80)),
+                        ));
+                    }
+                }
+            }
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                if let Some(min) = self.min {
+                    if x < min {
+                        errs.push(FieldError::new(
+                            path,
+                            "out_of_range",
+                            format!("must be at least {min}"),
+                        ));
+                    }
+                }
+                if let Some(max) = self.max {
+                    if x > max {
+                        errs.push(FieldError::new(
+                            path,
+                            "out_of_range",
+                            format!("must be at most {max}"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl TryFrom<FieldSpec> for Field {
+    type Error = String;
+    fn try_from(spec: FieldSpec) -> Result<Field, String> {
+        Field::from_spec_at(&spec, "field").map_err(|errs| {
+            errs.iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+impl From<Field> for FieldSpec {
+    fn from(f: Field) -> FieldSpec {
+        f.to_spec()
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(path: &str, expected: &str, got: &Value) -> FieldError {
+    FieldError::new(
+        path,
+        "wrong_type",
+        format!("expected {expected}, got {}", describe(got)),
+    )
+}
+
+/// True when any string (or object key) inside `v` contains NUL, which PostgreSQL's
+/// jsonb cannot store.
+pub fn json_has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Parses an RFC 3339 datetime.
+pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// Parses a `YYYY-MM-DD` date.
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    if s.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// A light, conservative e-mail check: `local@domain.tld`, no spaces, sane lengths.
+pub fn is_email(s: &str) -> bool {
+    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && !local.contains('@')
+        && domain.len() >= 3
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+}
+
+/// Checks a JSON value against a scalar kind; returns the normalised value.
+pub fn check_scalar(
+    k: ScalarKind,
+    v: &Value,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<Value> {
+    let text = |errs: &mut Vec<FieldError>| -> Option<String> {
+        match v {
+            Value::String(s) if s.contains('\0') => {
+                errs.push(FieldError::new(
+                    path,
+                    "nul_in_text",
+                    "text must not contain NUL (\\u0000)",
+                ));
+                None
+            }
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                errs.push(wrong_type(path, &format!("a string ({})", k.as_str()), v));
+                None
+            }
+        }
+    };
+    match k {
+        ScalarKind::Text => text(errs).map(Value::String),
+        ScalarKind::Integer => match v {
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Some(Value::from(i))
+                } else if n.is_u64() {
+                    errs.push(FieldError::new(
+                        path,
+                        "integer_overflow",
+                        "integer does not fit in 64 bits",
+                    ));
+                    None
+                } else {
+                    let f = n.as_f64().unwrap_or(f64::NAN);
+                    if f.fract() == 0.0 && f.is_finite() {
+                        if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                            Some(Value::from(f as i64))
+                        } else {
+                            errs.push(FieldError::new(
+                                path,
+                                "integer_overflow",
+                                "integer does not fit in 64 bits",
+                            ));
+                            None
+                        }
+                    } else {
+                        errs.push(FieldError::new(
+                            path,
+                            "wrong_type",
+                            "expected an integer, got a fractional number",
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => {
+                errs.push(wrong_type(path, "an integer", v));
+                None
+            }
+        },
+        ScalarKind::Number => match v {
+            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Some(v.clone()),
+            _ => {
+                errs.push(wrong_type(path, "a number", v));
+                None
+            }
+        },
+        ScalarKind::Boolean => match v {
+            Value::Bool(_) => Some(v.clone()),
+            _ => {
+                errs.push(wrong_type(path, "a boolean", v));
+                None
+            }
+        },
+        ScalarKind::Date => {
+            let s = text(errs)?;
+            if parse_date(&s).is_some() {
+                Some(Value::String(s))
+            } else {
+                errs.push(FieldError::new(
+                    path,
+                    "invalid_date",
+                    format!("`{}` is not a date (YYYY-MM-DD)", truncate(&s, 40)),
+                ));
+                None
+            }
+        }
+        ScalarKind::Datetime => {
+            let s = text(errs)?;
+            match parse_datetime(&s) {
+                Some(d) if (0..=9999).contains(&chrono::Datelike::year(&d)) => {
+                    Some(Value::String(s))
+                }
+                _ => {
+                    errs.push(FieldError::new(
+                        path,
+                        "invalid_datetime",
+                        format!(
+                            "`{}` is not an RFC 3339 datetime (e.g. 2024-05-01T12:00:00Z)",
+                            truncate(&s, 40)
+                        ),
+                    ));
+                    None
+                }
+            }
+        }
+        ScalarKind::Uuid => {
+            let s = text(errs)?;
+            match Uuid::try_parse(&s) {
+                Ok(u) => Some(Value::String(u.hyphenated().to_string())),
+                Err(_) => {
+                    errs.push(FieldError::new(
+                        path,
+                        "invalid_uuid",
+                        format!("`{}` is not a uuid", truncate(&s, 40)),
+                    ));
+                    None
+                }
+            }
+        }
+        ScalarKind::Email => {
+            let s = text(errs)?;
+            if is_email(&s) {
+                Some(Value::String(s))
+            } else {
+                errs.push(FieldError::new(
+                    path,
+                    "invalid_email",
+                    format!("`{}` is not an e-mail address", truncate(&s, 40)),
+                ));
+                None
+            }
+        }
+        ScalarKind::Url => {
+            let s = text(errs)?;
+            match url::Url::parse(&s) {
+                Ok(u) if !u.cannot_be_a_base() || u.scheme() == "mailto" => Some(Value::String(s)),
+                _ => {
+                    errs.push(FieldError::new(
+                        path,
+                        "invalid_url",
+                        format!("`{}` is not an absolute URL", truncate(&s, 40)),
+                    ));
+                    None
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! Type-checking a raw filter against an entity type.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ast::{Filter, Op, MAX_IN_VALUES};
+use crate::entity_type::EntityType;
+use crate::error::{Error, Result};
+use crate::field::{parse_date, parse_datetime, FieldKind, ValueClass};
+use crate::name::{truncate, Name};
+use crate::relation::{Direction, RelationType};
+
+/// Longest text operand accepted in a filter (characters).
+pub const MAX_TEXT_OPERAND: usize = 4096;
+
+/// System fields every record has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SysField {
+    /// The record id.
+    Id,
+    /// Creation time.
+    CreatedAt,
+    /// Last change.
+    UpdatedAt,
+}
+
+impl SysField {
+    /// Parses `id`, `created_at` or `updated_at`.
+    pub fn parse(s: &str) -> Option<SysField> {
+        Some(match s {
+            "id" => SysField::Id,
+            "created_at" => SysField::CreatedAt,
+            "updated_at" => SysField::UpdatedAt,
+            _ => return None,
+        })
+    }
+
+    /// The field's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SysField::Id => "id",
+            SysField::CreatedAt => "created_at",
+            SysField::UpdatedAt => "updated_at",
+        }
+    }
+
+    /// The comparison class.
+    pub fn class(self) -> ValueClass {
+        match self {
+            SysField::Id => ValueClass::Uuid,
+            _ => ValueClass::Datetime,
+        }
+    }
+}
+
+/// What a predicate or sort key refers to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A system field.
+    System(SysField),
+    /// A user field of the entity type.
+    Field {
+        /// Its name.
+        name: Name,
+        /// Its kind.
+        kind: FieldKind,
+        /// Declared `indexed` or `unique` (the backend decides whether its index is usable).
+        indexed: bool,
+    },
+}
+
+impl Target {
+    /// The name as written in filters.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::System(s) => s.as_str(),
+            Target::Field { name, .. } => name.as_str(),
+        }
+    }
+
+    /// The comparison class, for orderable targets.
+    pub fn class(&self) -> Option<ValueClass> {
+        match self {
+            Target::System(s) => Some(s.class()),
+            Target::Field { kind, .. } => kind.value_class(),
+        }
+    }
+
+    /// Resolves `name` against `ty`.
+    pub fn resolve(ty: &EntityType, name: &str) -> Option<Target> {
+        if let Some(s) = SysField::parse(name) {
+            return Some(Target::System(s));
+        }
+        ty.field(name).map(|f| Target::Field {
+            name: f.name.clone(),
+            kind: f.kind.clone(),
+            indexed: f.has_index(),
+        })
+    }
+}
+
+/// A typed operand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// Text (compared byte-wise, like PostgreSQL's C collation).
+    Text(String),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A finite double.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A date.
+    Date(NaiveDate),
+    /// A timestamp.
+    Datetime(DateTime<Utc>),
+    /// A uuid.
+    Uuid(Uuid),
+}
+
+impl Scalar {
+    /// Reads a JSON value as `class`; `None` if it does not fit.
+    pub fn from_json(class: ValueClass, v: &Value) -> Option<Scalar> {
+        Some(match (class, v) {
+            (ValueClass::Text, Value::String(s)) if !s.contains('\0') => Scalar::Text(s.clone()),
+            (ValueClass::Integer, Value::Number(n)) => match n.as_i64() {
+                Some(i) => Scalar::Int(i),
+                None => {
+                    let f = n.as_f64()?;
+                    if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                        Scalar::Int(f as i64)
+                    } else {
+                        return None;
+                    }
+                }
+            },
+            (ValueClass::Number, Value::Number(n)) => {
+                Scalar::Float(n.as_f64().filter(|f| f.is_finite())?)
+            }
+            (ValueClass::Boolean, Value::Bool(b)) => Scalar::Bool(*b),
+            (ValueClass::Date, Value::String(s)) => Scalar::Date(parse_date(s)?),
+            (ValueClass::Datetime, Value::String(s)) => Scalar::Datetime(parse_datetime(s)?),
+            (ValueClass::Uuid, Value::String(s)) => Scalar::Uuid(Uuid::try_parse(s).ok()?),
+            _ => return None,
+        })
+    }
+
+    /// The JSON form (inverse of [`Scalar::from_json`]).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Scalar::Text(s) => Value::String(s.clone()),
+            Scalar::Int(i) => Value::from(*i),
+            Scalar::Float(f) => Value::from(*f),
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+            Scalar::Datetime(d) => Value::String(d.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Scalar::Uuid(u) => Value::String(u.to_string()),
+        }
+    }
+
+    /// Total order within one class (floats are finite here).
+    pub fn cmp_same(&self, other: &Scalar) -> Ordering {
+        match (self, other) {
+            (Scalar::Text(a), Scalar::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Scalar::Int(a), Scalar::Int(b)) => a.cmp(b),
+            (Scalar::Float(a), Scalar::Float(b)) => a.partial_cmp(b).unwrap_or(Ordering::Equal),
+            (Scalar::Int(a), Scalar::Float(b)) => {
+                (*a as f64).partial_cmp(b).unwrap_or(Ordering::Equal)
+            }
+            (Scalar::Float(a), Scalar::Int(b)) => {
+                a.partial_cmp(&(*b as f64)).unwrap_or(Ordering::Equal)
+            }
+            (Scalar::Bool(a), Scalar::Bool(b)) => a.cmp(b),
+            (Scalar::Date(a), Scalar::Date(b)) => a.cmp(b),
+            (Scalar::Datetime(a), Scalar::Datetime(b)) => a.cmp(b),
+            (Scalar::Uuid(a), Scalar::Uuid(b)) => a.cmp(b),
+            _ => Ordering::Equal,
+        }
+    }
+}
+
+/// Ordered comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Lte,
+    /// `>`
+    Gt,
+    /// `>=`
+    Gte,
+}
+
+impl CmpOp {
+    /// True when `ord` (value compared with operand) satisfies the operator.
+    pub fn holds(self, ord: Ordering) -> bool {
+        match self {
+            CmpOp::Eq => ord == Ordering::Equal,
+            CmpOp::Ne => ord != Ordering::Equal,
+            CmpOp::Lt => ord == Ordering::Less,
+            CmpOp::Lte => ord != Ordering::Greater,
+            CmpOp::Gt => ord == Ordering::Greater,
+            CmpOp::Gte => ord != Ordering::Less,
+        }
+    }
+}
+
+/// Text matching operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextOp {
+    /// Substring.
+    Contains,
+    /// Prefix.
+    StartsWith,
+    /// Suffix.
+    EndsWith,
+}
+
+/// A filter that has been checked against an entity type. Predicates on missing values
+/// are false (two-valued logic), so `not` simply inverts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckedFilter {
+    /// All.
+    And(Vec<CheckedFilter>),
+    /// Any.
+    Or(Vec<CheckedFilter>),
+    /// Not.
+    Not(Box<CheckedFilter>),
+    /// `target op value` on an orderable target.
+    Compare {
+        /// What is compared.
+        target: Target,
+        /// How.
+        op: CmpOp,
+        /// With what.
+        value: Scalar,
+    },
+    /// Membership.
+    In {
+        /// What is tested.
+        target: Target,
+        /// `not_in` when true.
+        negated: bool,
+        /// The non-empty list.
+        values: Vec<Scalar>,
+    },
+    /// Text match.
+    Text {
+        /// A textual target.
+        target: Target,
+        /// Operator.
+        op: TextOp,
+        /// Operand.
+        value: String,
+    },
+    /// A list field contains an element.
+    ListContains {
+        /// The list field.
+        target: Target,
+        /// The element.
+        value: Scalar,
+    },
+    /// Equality of a json field with a JSON value.
+    JsonEq {
+        /// The json field.
+        target: Target,
+        /// `ne` when true.
+        negated: bool,
+        /// The value.
+        value: Value,
+    },
+    /// Missing (`is_null: true`) or present.
+    IsNull {
+        /// What is tested.
+        target: Target,
+        /// True to match missing values.
+        is_null: bool,
+    },
+    /// At least one neighbour over a relation type matches.
+    Related {
+        /// The relation type.
+        relation_type: Name,
+        /// `Out`: the record is the source; `In`: the target.
+        direction: Direction,
+        /// The neighbour's entity type.
+        other: Arc<EntityType>,
+        /// Condition on the neighbour.
+        filter: Option<Box<CheckedFilter>>,
+    },
+}
+
+/// Schema lookups the checker needs for `related` predicates.
+pub trait SchemaLookup {
+    /// The relation type called `name`.
+    fn relation_type(&self, name: &Name) -> Result<RelationType>;
+    /// The entity type called `name`.
+    fn entity_type(&self, name: &Name) -> Result<Arc<EntityType>>;
+}
+
+/// Checks `f` against `ty`; `schema` resolves relation types and neighbour types.
+pub fn check(ty: &EntityType, f: &Filter, schema: &dyn SchemaLookup) -> Result<CheckedFilter> {
+    node(ty, f, schema, "$")
+}
+
+fn node(
+    ty: &EntityType,
+    f: &Filter,
+    schema: &dyn SchemaLookup,
+    path: &str,
+) -> Result<CheckedFilter> {
+    Ok(match f {
+        Filter::And(v) => CheckedFilter::And(
+            v.iter()
+                .enumerate()
+                .map(|(i, f)| node(ty, f, schema, &format!("{path}.and[{i}]")))
+                .collect::<Result<_>>()?,
+        ),
+        Filter::Or(v) => CheckedFilter::Or(
+            v.iter()
+                .enumerate()
+                .map(|(i, f)| node(ty, f, schema, &format!("{path}.or[{i}]")))
+                .collect::<Result<_>>()?,
+        ),
+        Filter::Not(f) => {
+            CheckedFilter::Not(Box::new(node(ty, f, schema, &format!("{path}.not"))?))
+        }
+        Filter::Pred { field, op, value } => predicate(ty, field, *op, value, path)?,
+        Filter::Related {
+            relation_type,
+            direction,
+            filter,
+        } => {
+            let rp = format!("{path}.related");
+            let name = Name::parse(relation_type).map_err(|m| {
+                Error::filter(
+                    format!("{rp}.type"),
+                    format!("invalid relation type name: {m}"),
+                )
+            })?;
+            let rt = match schema.relation_type(&name) {
+                Ok(rt) => rt,
+                Err(Error::NotFound { .. }) => {
+                    return Err(Error::filter(
+                        format!("{rp}.type"),
+                        format!("unknown relation type `{name}`"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
+            let (here, there) = match direction {
+                Direction::In => (&rt.target, &rt.source),
+                _ => (&rt.source, &rt.target),
+            };
+            if *here != ty.name {
+                return Err(Error::filter(
+                    format!("{rp}.direction"),
+                    format!(
+                        "relation type `{name}` goes from {} to {}: records of {} cannot be its {}",
+                        rt.source,
+                        rt.target,
+                        ty.name,
+                        if *direction == Direction::In {
+                            "target"
+                        } else {
+                            "source"
+                        }
+                    ),
+                ));
+            }
+            let other = schema.entity_type(there)?;
+            let filter = match filter {
+                Some(f) => Some(Box::new(node(&other, f, schema, &format!("{rp}.where"))?)),
+                None => None,
+            };
+            CheckedFilter::Related {
+                relation_type: name,
+                direction: if *direction == Direction::In {
+                    Direction::In
+                } else {
+                    Direction::Out
+                },
+                other,
+                filter,
+            }
+        }
+    })
+}
+
+fn expected(class: ValueClass) -> &'static str {
+    match class {
+        ValueClass::Text => "a string",
+        ValueClass::Integer => "an integer",
+        ValueClass::Number => "a number",
+        ValueClass::Boolean => "a boolean",
+        ValueClass::Date => "a date string (YYYY-MM-DD)",
+        ValueClass::Datetime => "an RFC 3339 datetime string",
+        ValueClass::Uuid => "a uuid string",
+    }
+}
+
+fn operand(target: &Target, class: ValueClass, v: &Value, path: &str) -> Result<Scalar> {
+    let s = Scalar::from_json(class, v).ok_or_else(|| {
+        Error::filter(
+            path,
+            format!(
+                "`{}` needs {}, got {}",
+                target.name(),
+                expected(class),
+                truncate(&v.to_string(), 60)
+            ),
+        )
+    })?;
+    if let Scalar::Text(t) = &s {
+        if t.chars().count() > MAX_TEXT_OPERAND {
+            return Err(Error::filter(
+                path,
+                format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
+            ));
+        }
+        if let Target::Field {
+            kind: FieldKind::Enum(values),
+            ..
+        } = target
+        {
+            if !values.contains(t) {
+                return Err(Error::filter(
+                    path,
+                    format!(
+                        "`{}` is not a value of enum `{}`",
+                        truncate(t, 60),
+                        target.name()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn predicate(
+    ty: &EntityType,
+    field: &str,
+    op: Op,
+    value: &Value,
+    path: &str,
+) -> Result<CheckedFilter> {
+    let target = Target::resolve(ty, field).ok_or_else(|| {
+        Error::filter(
+            format!("{path}.field"),
+            format!("unknown field `{}` on {}", truncate(field, 60), ty.name),
+        )
+    })?;
+    let vpath = format!("{path}.value");
+    let not_for = || {
+        let kind = match &target {
+            Target::System(s) => if *s == SysField::Id {
+                "uuid"
+            } else {
+                "datetime"
+            }
+            .to_string(),
+            Target::Field { kind, .. } => match kind {
+                FieldKind::List(k) => format!("list of {}", k.as_str()),
+                k => k.name().to_string(),
+            },
+        };
+        Error::filter(
+            format!("{path}.op"),
+            format!(
+                "operator `{}` does not apply to `{}` ({kind})",
+                op.as_str(),
+                target.name()
+            ),
+        )
+    };
+    let class = target.class();
+    let list_item = match &target {
+        Target::Field {
+            kind: FieldKind::List(k),
+            ..
+        } => Some(crate::field::scalar_class(*k)),
+        _ => None,
+    };
+    let is_json = matches!(
+        &target,
+        Target::Field {
+            kind: FieldKind::Json,
+            ..
+        }
+    );
+    let textual = class == Some(ValueClass::Text)
+        && !matches!(
+            &target,
+            Target::Field {
+                kind: FieldKind::Enum(_),
+                ..
+            }
+        );
+    Ok(match op {
+        Op::IsNull | Op::Exists => {
+            let Value::Bool(b) = value else {
+                return Err(Error::filter(
+                    vpath,
+                    format!("`{}` needs true or false", op.as_str()),
+                ));
+            };
+            if matches!(target, Target::System(_)) {
+                return Err(not_for());
+            }
+            CheckedFilter::IsNull {
+                target,
+                is_null: if op == Op::IsNull { *b } else { !*b },
+            }
+        }
+        Op::Eq | Op::Ne if is_json => {
+            if crate::field::json_has_nul(value) {
+                return Err(Error::filter(vpath, "text must not contain NUL"));
+            }
+            CheckedFilter::JsonEq {
+                target,
+                negated: op == Op::Ne,
+                value: value.clone(),
+            }
+        }
+        Op::Eq | Op::Ne | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
+            let Some(class) = class else {
+                return Err(not_for());
+            };
+            if class == ValueClass::Boolean && !matches!(op, Op::Eq | Op::Ne) {
+                return Err(not_for());
+            }
+            if matches!(
+                &target,
+                Target::Field {
+                    kind: FieldKind::Enum(_),
+                    ..
+                }
+            ) && !matches!(op, Op::Eq | Op::Ne)
+            {
+                return Err(not_for());
+            }
+            let value = operand(&target, class, value, &vpath)?;
+            let op = match op {
+                Op::Eq => CmpOp::Eq,
+                Op::Ne => CmpOp::Ne,
+                Op::Lt => CmpOp::Lt,
+                Op::Lte => CmpOp::Lte,
+                Op::Gt => CmpOp::Gt,
+                _ => CmpOp::Gte,
+            };
+            CheckedFilter::Compare { target, op, value }
+        }
+        Op::In | Op::NotIn => {
+            let Some(class) = class else {
+                return Err(not_for());
+            };
+            let Value::Array(items) = value else {
+                return Err(Error::filter(
+                    vpath,
+                    format!("`{}` needs a list of values", op.as_str()),
+                ));
+            };
+            if items.is_empty() {
+                return Err(Error::filter(
+                    vpath,
+                    format!("`{}` needs a non-empty list", op.as_str()),
+                ));
+            }
+            if items.len() > MAX_IN_VALUES {
+                return Err(Error::filter(
+                    vpath,
+                    format!("`{}` lists at most {MAX_IN_VALUES} values", op.as_str()),
+                ));
+            }
+            let values = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| operand(&target, class, v, &format!("{vpath}[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            CheckedFilter::In {
+                target,
+                negated: op == Op::NotIn,
+                values,
+            }
+        }
+        Op::Contains if list_item.is_some() => {
+            let item = list_item.unwrap_or(ValueClass::Text);
+            let value = Scalar::from_json(item, value).ok_or_else(|| {
+                Error::filter(
+                    &vpath,
+                    format!(
+                        "`{}` holds items that are {}",
+                        target.name(),
+                        expected(item)
+                    ),
+                )
+            })?;
+            CheckedFilter::ListContains { target, value }
+        }
+        Op::Contains | Op::StartsWith | Op::EndsWith => {
+            if !textual {
+                return Err(not_for());
+            }
+            let Scalar::Text(value) = operand(&target, ValueClass::Text, value, &vpath)? else {
+                return Err(not_for());
+            };
+            if value.is_empty() {
+                return Err(Error::filter(
+                    vpath,
+                    format!("`{}` needs a non-empty string", op.as_str()),
+                ));
+            }
+            CheckedFilter::Text {
+                target,
+                op: match op {
+                    Op::Contains => TextOp::Contains,
+                    Op::StartsWith => TextOp::StartsWith,
+                    _ => TextOp::EndsWith,
+                },
+                value,
+            }
+        }
+    })
+}

@@ -1,0 +1,130 @@
+//! Validated slugs used for entity types, fields and relation types.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, FieldError};
+
+/// Longest name accepted (PostgreSQL identifiers are 63 bytes; we never use names as
+/// identifiers, but a bound keeps them sane).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Field names reserved for system fields.
+pub const RESERVED_FIELD_NAMES: [&str; 3] = ["id", "created_at", "updated_at"];
+
+/// A validated slug: lower-case ASCII letter first, then letters, digits or `_`,
+/// at most 63 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+impl Name {
+    /// Checks `s` and wraps it.
+    pub fn parse(s: &str) -> Result<Name, String> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.len() > MAX_NAME_LEN {
+            return Err(format!("must be at most {MAX_NAME_LEN} characters"));
+        }
+        let mut chars = s.chars();
+        let first = chars.next().unwrap_or('_');
+        if !first.is_ascii_lowercase() {
+            return Err("must start with a lower-case letter (a-z)".into());
+        }
+        if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err("may contain only a-z, 0-9 and _".into());
+        }
+        Ok(Name(s.to_string()))
+    }
+
+    /// Checks `s` as a user field name (a slug that is not reserved).
+    pub fn parse_field(s: &str) -> Result<Name, String> {
+        let n = Name::parse(s)?;
+        if RESERVED_FIELD_NAMES.contains(&s) {
+            return Err(format!("`{s}` is reserved for a system field"));
+        }
+        Ok(n)
+    }
+
+    /// Parses `s` or returns a validation error about `what` (e.g. `name`).
+    pub fn parse_for(what: &str, s: &str) -> Result<Name, Error> {
+        Name::parse(s).map_err(|m| {
+            Error::Validation(vec![FieldError::new(
+                what,
+                "invalid_name",
+                format!("invalid name `{}`: {m}", truncate(s, 80)),
+            )])
+        })
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Shortens `s` for messages so that huge inputs do not flood logs.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Name::parse(&s).map_err(|m| serde::de::Error::custom(format!("invalid name `{s}`: {m}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "project", "user_2", "a_b_c"] {
+            assert!(Name::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "1a",
+            "_a",
+            "a-b",
+            "a b",
+            "é",
+            "a;drop",
+            &"a".repeat(64),
+        ] {
+            assert!(Name::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Name::parse_field("id").is_err());
+        assert!(Name::parse_field("created_at").is_err());
+        assert!(Name::parse_field("title").is_ok());
+    }
+}
