@@ -1,10 +1,38 @@
-//! DDMS PostgreSQL backend: Diesel + r2d2, forced row-level security, field-value
-//! indexes, change feed, and an ephemeral/embedded PostgreSQL harness
-//! ([`harness`]) so that tests and the server's embedded default need nothing but an
-//! installed PostgreSQL.
+//! # ddms-diesel
+//!
+//! The PostgreSQL backend of DDMS: Diesel + r2d2, tenant isolation by forced row-level
+//! security under a non-bypass role, a binds-only SQL filter compiler, typed
+//! field-value index tables that stay usable under RLS, a trigger-written change feed,
+//! and an ephemeral/embedded PostgreSQL harness ([`harness`]) so that tests and the
+//! server's embedded default need nothing but installed PostgreSQL binaries.
+//!
+//! ```no_run
+//! use ddms_core::{Role, Scope, Store};
+//! use ddms_diesel::{migrate, PgBackend, PgConfig};
+//!
+//! let url = std::env::var("DATABASE_URL").unwrap();
+//! migrate(&url).unwrap();
+//! let store = Store::new(PgBackend::connect(&PgConfig::new(&url)).unwrap());
+//! let tenant = store.create_tenant(None, "Acme").unwrap();
+//! let acme = store.tenant(Scope::new(tenant.id, "alice", Role::Admin));
+//! println!("{:?}", acme.entity_types().unwrap());
+//! ```
 #![warn(missing_docs)]
 
+mod backend;
 pub mod error;
+mod feed;
 pub mod harness;
+mod index;
+pub mod migrate;
+pub mod pool;
+mod record;
+mod relation;
+mod rows;
+mod schema;
+pub mod sql;
 
+pub use backend::PgBackend;
 pub use error::{Error, Result};
+pub use migrate::migrate;
+pub use pool::PgConfig;

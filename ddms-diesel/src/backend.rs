@@ -1,0 +1,150 @@
+//! [`PgBackend`]: the pool, the tenant-scoped transaction every call runs in, and a
+//! small cache of per-type field ids and index states.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ddms_core::{Error as CoreError, Scope};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use crate::error::{map_db, map_pool, Result};
+use crate::pool::{build_pool, PgConfig, PgPool};
+use crate::sql::{Bind, IndexLookup, Sql};
+
+/// Errors inside a transaction: database errors (mapped at the end, and retried when
+/// transient) or domain errors raised by our own checks.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(diesel::result::Error),
+    Core(CoreError),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<CoreError> for TxError {
+    fn from(e: CoreError) -> Self {
+        TxError::Core(e)
+    }
+}
+
+pub(crate) type TxResult<T> = std::result::Result<T, TxError>;
+
+/// Field metadata of one entity type version.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldMeta {
+    pub id: Uuid,
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TypeMeta {
+    pub fields: HashMap<String, FieldMeta>,
+}
+
+/// The PostgreSQL backend. Cheap to clone (shares its pool).
+#[derive(Clone)]
+pub struct PgBackend {
+    pub(crate) pool: PgPool,
+    pub(crate) meta: Arc<RwLock<HashMap<Uuid, Arc<TypeMeta>>>>,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("pool_size", &self.pool.max_size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IndexLookup for PgBackend {
+    fn ready_index(&self, type_id: Uuid, field: &str) -> Option<Uuid> {
+        let g = self.meta.read();
+        let f = g.get(&type_id)?.fields.get(field)?;
+        (f.state.as_deref() == Some("ready")).then_some(f.id)
+    }
+}
+
+impl PgBackend {
+    /// Connects (builds the pool). Runs no migrations: call [`crate::migrate`] first.
+    pub fn connect(cfg: &PgConfig) -> Result<PgBackend> {
+        Ok(PgBackend {
+            pool: build_pool(cfg)?,
+            meta: Arc::new(RwLock::new(HashMap::new())),
+        })
+    }
+
+    /// Checks that the database answers.
+    pub fn health(&self) -> ddms_core::Result<()> {
+        let mut conn = self.pool.get().map_err(map_pool)?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .map(|_| ())
+            .map_err(map_db)
+    }
+
+    /// Runs `f` in a transaction bound to `scope`'s tenant and actor (set with
+    /// `set_config(.., true)`, so it ends with the transaction). Transient failures
+    /// (serialization, deadlock) are retried a few times.
+    pub(crate) fn tx<T>(
+        &self,
+        scope: &Scope,
+        mut f: impl FnMut(&mut PgConnection) -> TxResult<T>,
+    ) -> ddms_core::Result<T> {
+        self.tx_as(scope.tenant.0, &scope.actor, &mut f)
+    }
+
+    pub(crate) fn tx_as<T>(
+        &self,
+        tenant: Uuid,
+        actor: &str,
+        f: &mut dyn FnMut(&mut PgConnection) -> TxResult<T>,
+    ) -> ddms_core::Result<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.pool.get().map_err(map_pool)?;
+            let out = conn.transaction::<T, TxError, _>(|c| {
+                let mut s = Sql::new();
+                s.push("SELECT set_config('ddms.tenant_id', ")
+                    .bind(Bind::Text(tenant.to_string()))
+                    .push(", true), set_config('ddms.actor', ")
+                    .bind(Bind::Text(actor.to_string()))
+                    .push(", true)");
+                s.query().execute(c)?;
+                f(c)
+            });
+            match out {
+                Ok(v) => return Ok(v),
+                Err(TxError::Core(e)) => return Err(e),
+                Err(TxError::Db(e)) => {
+                    let mapped = map_db(e);
+                    let transient = matches!(
+                        &mapped,
+                        CoreError::Conflict {
+                            kind: ddms_core::ConflictKind::Concurrent,
+                            ..
+                        }
+                    );
+                    if transient && attempt < 4 {
+                        continue;
+                    }
+                    return Err(mapped);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn remember(&self, type_id: Uuid, meta: TypeMeta) {
+        let mut g = self.meta.write();
+        if g.len() > 100_000 {
+            g.clear();
+        }
+        g.insert(type_id, Arc::new(meta));
+    }
+}

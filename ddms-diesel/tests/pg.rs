@@ -1,0 +1,8 @@
+//! Integration tests of the PostgreSQL backend against a real PostgreSQL (a throwaway
+//! cluster started by the harness, or DATABASE_URL). One test binary, several modules.
+
+mod common;
+mod conformance;
+mod isolation;
+mod plans;
+mod sql;
