@@ -64,7 +64,8 @@ pub struct Query {
     /// Filter (JSON AST).
     #[serde(default)]
     pub filter: Option<Filter>,
-    /// Sort keys; `id` is always appended as the final tie-breaker. Default `created_at`.
+    /// Sort keys; `id` is always appended as the final tie-breaker (in the direction of
+    /// the last key). Default `created_at`.
     #[serde(default)]
     pub sort: Vec<SortKey>,
     /// Page size (default 50, at most 1000).
@@ -94,7 +95,7 @@ pub struct CheckedQuery {
     pub entity_type: Arc<EntityType>,
     /// The filter.
     pub filter: Option<CheckedFilter>,
-    /// Sort keys, ending with `id` (the unique tie-breaker).
+    /// Sort keys, ending with `id` (the unique tie-breaker, in the last key's direction).
     pub sort: Vec<CheckedSort>,
     /// Page size; backends return up to `limit + 1` records so a next page can be detected.
     pub limit: usize,
@@ -275,9 +276,12 @@ impl Query {
             .iter()
             .any(|s| s.target == Target::System(SysField::Id))
         {
+            // The tie-breaker follows the last key's direction, so a descending sort on
+            // an indexed value is one backward index scan with no sort step.
+            let desc = sort.last().is_some_and(|s| s.desc);
             sort.push(CheckedSort {
                 target: Target::System(SysField::Id),
-                desc: false,
+                desc,
             });
         }
         let fields = match &self.fields {

@@ -1,13 +1,18 @@
-//! Shared setup: one migrated database per test process, one store over it.
+//! Shared setup: one migrated database per test process, one store over it, and raw
+//! connections as the RLS-bound app role for probing the database directly.
 
 use std::sync::OnceLock;
 
-use ddms_core::Store;
+use ddms_core::{Role, Scope, Store, TenantScope};
+use ddms_diesel::sql::Sql;
 use ddms_diesel::{harness, migrate, PgBackend, PgConfig};
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::{BigInt, Text};
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 
 #[allow(dead_code)]
 pub struct Db {
-    /// Superuser (or owner) URL of the test database.
+    /// Superuser URL of the test database (the harness's, or DATABASE_URL's).
     pub url: String,
     pub backend: PgBackend,
     pub store: Store,
@@ -19,6 +24,7 @@ pub fn db() -> &'static Db {
     DB.get_or_init(|| {
         let url = harness::fresh_database("ddms_test").expect("test database");
         migrate(&url).expect("migrate");
+        migrate(&url).expect("migrations are idempotent");
         let mut cfg = PgConfig::new(&url);
         cfg.pool_size = 12;
         let backend = PgBackend::connect(&cfg).expect("connect");
@@ -32,4 +38,57 @@ pub fn db() -> &'static Db {
 
 pub fn store() -> Store {
     db().store.clone()
+}
+
+/// A fresh tenant with an admin scope.
+#[allow(dead_code)]
+pub fn tenant(name: &str) -> TenantScope {
+    let s = store();
+    let t = s.create_tenant(None, name).expect("tenant");
+    s.tenant(Scope::new(t.id, "tester", Role::Admin))
+}
+
+/// A raw connection (as the superuser of the URL).
+#[allow(dead_code)]
+pub fn superuser() -> PgConnection {
+    PgConnection::establish(&db().url).expect("connect")
+}
+
+/// A raw connection switched to the app role, as the library's pool does.
+#[allow(dead_code)]
+pub fn app_role() -> PgConnection {
+    let mut c = superuser();
+    c.batch_execute("SET ROLE ddms_app").expect("set role");
+    c
+}
+
+#[derive(QueryableByName)]
+pub struct N {
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+#[derive(QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text)]
+    #[diesel(column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// `SELECT count(*) AS n ...` helper.
+#[allow(dead_code)]
+pub fn count(c: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql).load::<N>(c).expect(sql)[0].n
+}
+
+/// EXPLAIN of compiled SQL (with its binds) on `c`.
+#[allow(dead_code)]
+pub fn explain(c: &mut PgConnection, sql: &Sql) -> String {
+    let mut e = sql.clone();
+    e.text = format!("EXPLAIN {}", sql.text);
+    let rows: Vec<PlanLine> = e.query().load(c).expect("explain");
+    rows.into_iter()
+        .map(|r| r.line)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
