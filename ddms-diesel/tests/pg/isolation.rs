@@ -256,6 +256,7 @@ fn every_tenant_table_is_citus_ready_and_forces_rls() {
     let mut c = superuser();
     // Tables other than tenants / migrations bookkeeping.
     #[derive(diesel::QueryableByName, Debug)]
+    #[allow(dead_code)] // read through Debug in assertion messages
     struct Row {
         #[diesel(sql_type = diesel::sql_types::Text)]
         t: String,
