@@ -286,31 +286,40 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// How to reach `target`: a column, an index, or (binding the field name) `data`.
     fn access(&mut self, alias: &str, type_id: Uuid, target: &Target, top: bool) -> Access {
         match target {
             Target::System(s) => Access::Column(sys_column(alias, *s)),
-            Target::Field { name, kind, .. } => {
-                let Some(class) = kind.value_class() else {
-                    return Access::Json(String::new());
-                };
-                if top {
-                    if let Some((_, _, a)) = self
-                        .joins
-                        .iter()
-                        .find(|(t, f, _)| *t == type_id && f == name.as_str())
-                    {
-                        return Access::Joined(format!("{a}.v"));
-                    }
+            Target::Field { name, kind, .. } => match self.indexed_access(type_id, target, top) {
+                Some(a) => a,
+                None => {
+                    let class = kind.value_class().unwrap_or(ValueClass::Text);
+                    Access::Json(self.json_expr(alias, name.as_str(), class))
                 }
-                match self.indexes.ready_index(type_id, name.as_str()) {
-                    Some(field_id) => Access::Index {
-                        table: class_table(class).0,
-                        field_id,
-                    },
-                    None => Access::Json(self.json_expr(alias, name.as_str(), class)),
-                }
+            },
+        }
+    }
+
+    /// The index route to a user field, if it has one (no bind is added otherwise).
+    fn indexed_access(&self, type_id: Uuid, target: &Target, top: bool) -> Option<Access> {
+        let Target::Field { name, kind, .. } = target else {
+            return None;
+        };
+        let class = kind.value_class()?;
+        if top {
+            if let Some((_, _, a)) = self
+                .joins
+                .iter()
+                .find(|(t, f, _)| *t == type_id && f == name.as_str())
+            {
+                return Some(Access::Joined(format!("{a}.v")));
             }
         }
+        let field_id = self.indexes.ready_index(type_id, name.as_str())?;
+        Some(Access::Index {
+            table: class_table(class).0,
+            field_id,
+        })
     }
 
     /// `alias.id IN (SELECT record_id FROM <fv> WHERE tenant, field AND <cond on x.v>)`.
@@ -406,23 +415,24 @@ impl<'a> Compiler<'a> {
             CheckedFilter::Text { target, op, value } => {
                 let name = target.name().to_string();
                 let access = if *op == TextOp::StartsWith {
-                    self.access(alias, type_id, target, top)
+                    self.indexed_access(type_id, target, top)
                 } else {
-                    Access::Json(String::new())
+                    None
                 };
                 let range = prefix_upper_bound(value);
                 match (access, op, range) {
-                    (Access::Joined(c), TextOp::StartsWith, Some(upper)) => {
+                    (Some(Access::Joined(c)), TextOp::StartsWith, Some(upper)) => {
                         let lo = self.sql.param(Bind::Text(value.clone()));
                         let hi = self.sql.param(Bind::Text(upper));
                         format!("({c} >= {lo} AND {c} < {hi})")
                     }
-                    (Access::Index { table, field_id }, TextOp::StartsWith, Some(upper)) => self
-                        .via_index(alias, table, field_id, |me| {
+                    (Some(Access::Index { table, field_id }), TextOp::StartsWith, Some(upper)) => {
+                        self.via_index(alias, table, field_id, |me| {
                             let lo = me.sql.param(Bind::Text(value.clone()));
                             let hi = me.sql.param(Bind::Text(upper));
                             format!("x.v >= {lo} AND x.v < {hi}")
-                        }),
+                        })
+                    }
                     _ => {
                         let k = self.sql.param(Bind::Text(name));
                         let v = self.sql.param(Bind::Text(value.clone()));
