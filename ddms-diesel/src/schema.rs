@@ -77,19 +77,35 @@ impl TenantStore for PgBackend {
 
     fn delete_tenant(&self, id: TenantId) -> Result<()> {
         self.tx_as(id.0, "system", &mut |c| {
-            let t = Bind::Uuid(id.0);
+            // Purge mode: no events (the feed goes too). Children first, each a
+            // set-based delete on a tenant_id-led index.
             diesel::sql_query("SELECT set_config('ddms.purge', 'on', true)").execute(c)?;
-            for stmt in [
-                "DELETE FROM relations WHERE tenant_id = ",
-                "DELETE FROM relation_types WHERE tenant_id = ",
-                "DELETE FROM tenants WHERE id = ",
+            for table in [
+                "fv_text",
+                "fv_int",
+                "fv_float",
+                "fv_bool",
+                "fv_date",
+                "fv_ts",
+                "fv_uuid",
+                "relations",
+                "records",
+                "relation_types",
+                "fields",
+                "entity_types",
+                "events",
+                "tenant_feeds",
             ] {
                 let mut s = Sql::new();
-                s.push(stmt).bind(t.clone());
-                let n = s.query().execute(c)?;
-                if stmt.contains("tenants") && n == 0 {
-                    return Err(Error::not_found("tenant", id).into());
-                }
+                s.push(&format!("DELETE FROM {table} WHERE tenant_id = "))
+                    .bind(Bind::Uuid(id.0));
+                s.query().execute(c)?;
+            }
+            let mut s = Sql::new();
+            s.push("DELETE FROM tenants WHERE id = ")
+                .bind(Bind::Uuid(id.0));
+            if s.query().execute(c)? == 0 {
+                return Err(Error::not_found("tenant", id).into());
             }
             Ok(())
         })
@@ -389,6 +405,7 @@ impl SchemaStore for PgBackend {
                 match ch {
                     FieldChange::Added(f) => Self::insert_field(c, t, cur.id, f, has_records)?,
                     FieldChange::Removed(f) => {
+                        Self::reset_field_index(c, t, cur.id, f, None)?;
                         let mut s = Sql::new();
                         s.push("DELETE FROM fields WHERE tenant_id = ")
                             .bind(Bind::Uuid(t))

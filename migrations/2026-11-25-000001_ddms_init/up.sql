@@ -72,6 +72,12 @@ CREATE TABLE fields (
   FOREIGN KEY (tenant_id, entity_type_id) REFERENCES entity_types (tenant_id, id) ON DELETE CASCADE
 );
 
+-- The high-volume tables (records, relations, fv_*) carry no foreign keys: a check per
+-- row (an index probe plus a parent row lock) would dominate bulk loads. The library
+-- keeps their references in the same transaction instead: relation ends are locked
+-- FOR KEY SHARE when an edge is created, a record's edges are deleted with it, its
+-- field-value rows are deleted by the records_deleted trigger, and entity types and
+-- relation types delete their children first.
 CREATE TABLE records (
   tenant_id       uuid NOT NULL,
   id              uuid NOT NULL,
@@ -82,8 +88,7 @@ CREATE TABLE records (
   updated_at      timestamptz NOT NULL DEFAULT now(),
   created_by      text,
   updated_by      text,
-  PRIMARY KEY (tenant_id, id),
-  FOREIGN KEY (tenant_id, entity_type_id) REFERENCES entity_types (tenant_id, id) ON DELETE CASCADE
+  PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX records_by_created ON records (tenant_id, entity_type_id, created_at, id);
 CREATE INDEX records_by_updated ON records (tenant_id, entity_type_id, updated_at, id);
@@ -118,10 +123,7 @@ CREATE TABLE relations (
   created_at        timestamptz NOT NULL DEFAULT now(),
   created_by        text,
   PRIMARY KEY (tenant_id, id),
-  UNIQUE (tenant_id, relation_type_id, source_id, target_id),
-  FOREIGN KEY (tenant_id, relation_type_id) REFERENCES relation_types (tenant_id, id) ON DELETE CASCADE,
-  FOREIGN KEY (tenant_id, source_id) REFERENCES records (tenant_id, id) ON DELETE CASCADE,
-  FOREIGN KEY (tenant_id, target_id) REFERENCES records (tenant_id, id) ON DELETE CASCADE
+  UNIQUE (tenant_id, relation_type_id, source_id, target_id)
 );
 CREATE UNIQUE INDEX relations_one_source ON relations (tenant_id, relation_type_id, source_id) WHERE uniq_source;
 CREATE UNIQUE INDEX relations_one_target ON relations (tenant_id, relation_type_id, target_id) WHERE uniq_target;
@@ -157,8 +159,6 @@ DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['fv_text', 'fv_int', 'fv_float', 'fv_bool', 'fv_date', 'fv_ts', 'fv_uuid'] LOOP
     EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (tenant_id, field_id, record_id)', t);
-    EXECUTE format('ALTER TABLE %I ADD FOREIGN KEY (tenant_id, record_id) REFERENCES records (tenant_id, id) ON DELETE CASCADE', t);
-    EXECUTE format('ALTER TABLE %I ADD FOREIGN KEY (tenant_id, field_id) REFERENCES fields (tenant_id, id) ON DELETE CASCADE', t);
     EXECUTE format('CREATE INDEX %I ON %I (tenant_id, field_id, v, record_id)', t || '_by_value', t);
     EXECUTE format('CREATE UNIQUE INDEX %I ON %I (tenant_id, field_id, v) WHERE uniq', t || '_unique', t);
     EXECUTE format('CREATE INDEX %I ON %I (tenant_id, record_id)', t || '_by_record', t);
@@ -215,7 +215,7 @@ CREATE FUNCTION ddms_actor() RETURNS text LANGUAGE sql STABLE AS
 $$ SELECT NULLIF(current_setting('ddms.actor', true), '') $$;
 
 CREATE FUNCTION ddms_records_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE r record; base bigint;
+DECLARE r record; base bigint; classes text[];
 BEGIN
   FOR r IN SELECT tenant_id, count(*) AS n FROM new_rows GROUP BY tenant_id LOOP
     base := ddms_reserve_seq(r.tenant_id, r.n);
@@ -226,21 +226,39 @@ BEGIN
     WHERE n.tenant_id = r.tenant_id;
     PERFORM ddms_notify(r.tenant_id);
   END LOOP;
-  -- field-value index rows for every declared index
-  INSERT INTO fv_text  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, n.data->>f.name, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'text';
-  INSERT INTO fv_int   (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::bigint, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'int';
-  INSERT INTO fv_float (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::float8, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'float';
-  INSERT INTO fv_bool  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::boolean, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'bool';
-  INSERT INTO fv_date  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::date, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'date';
-  INSERT INTO fv_ts    (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::timestamptz, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'ts';
-  INSERT INTO fv_uuid  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::uuid, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'uuid';
+  -- Field-value index rows, only for the value classes that have declared indexes.
+  SELECT array_agg(DISTINCT f.value_class) INTO classes FROM fields f
+   WHERE f.index_state IN ('pending', 'building', 'ready')
+     AND (f.tenant_id, f.entity_type_id) IN (SELECT DISTINCT n.tenant_id, n.entity_type_id FROM new_rows n);
+  IF classes IS NULL THEN RETURN NULL; END IF;
+  IF 'text' = ANY(classes) THEN
+    INSERT INTO fv_text  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, n.data->>f.name, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'text';
+  END IF;
+  IF 'int' = ANY(classes) THEN
+    INSERT INTO fv_int   (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::bigint, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'int';
+  END IF;
+  IF 'float' = ANY(classes) THEN
+    INSERT INTO fv_float (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::float8, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'float';
+  END IF;
+  IF 'bool' = ANY(classes) THEN
+    INSERT INTO fv_bool  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::boolean, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'bool';
+  END IF;
+  IF 'date' = ANY(classes) THEN
+    INSERT INTO fv_date  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::date, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'date';
+  END IF;
+  IF 'ts' = ANY(classes) THEN
+    INSERT INTO fv_ts    (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::timestamptz, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'ts';
+  END IF;
+  IF 'uuid' = ANY(classes) THEN
+    INSERT INTO fv_uuid  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::uuid, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'uuid';
+  END IF;
   RETURN NULL;
 END $$;
 
 -- Updates: an event per row whose version changed (stripping a removed field does not
 -- bump versions), with the changed top-level fields; field-value rows upserted.
 CREATE FUNCTION ddms_records_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE r record; base bigint;
+DECLARE r record; base bigint; classes text[];
 BEGIN
   FOR r IN SELECT n.tenant_id, count(*) AS n FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id
            WHERE n.version <> o.version GROUP BY n.tenant_id LOOP
@@ -257,20 +275,45 @@ BEGIN
     WHERE n.tenant_id = r.tenant_id AND n.version <> o.version;
     PERFORM ddms_notify(r.tenant_id);
   END LOOP;
-  INSERT INTO fv_text  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, n.data->>f.name, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'text' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_text.v IS DISTINCT FROM EXCLUDED.v;
-  INSERT INTO fv_int   (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::bigint, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'int' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_int.v IS DISTINCT FROM EXCLUDED.v;
-  INSERT INTO fv_float (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::float8, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'float' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_float.v IS DISTINCT FROM EXCLUDED.v;
-  INSERT INTO fv_bool  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::boolean, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'bool' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_bool.v IS DISTINCT FROM EXCLUDED.v;
-  INSERT INTO fv_date  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::date, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'date' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_date.v IS DISTINCT FROM EXCLUDED.v;
-  INSERT INTO fv_ts    (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::timestamptz, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'ts' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_ts.v IS DISTINCT FROM EXCLUDED.v;
-  INSERT INTO fv_uuid  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::uuid, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'uuid' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_uuid.v IS DISTINCT FROM EXCLUDED.v;
+  -- Field-value index rows, only for the value classes that have declared indexes.
+  SELECT array_agg(DISTINCT f.value_class) INTO classes FROM fields f
+   WHERE f.index_state IN ('pending', 'building', 'ready')
+     AND (f.tenant_id, f.entity_type_id) IN (SELECT DISTINCT n.tenant_id, n.entity_type_id FROM new_rows n);
+  IF classes IS NULL THEN RETURN NULL; END IF;
+  IF 'text' = ANY(classes) THEN
+    INSERT INTO fv_text  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, n.data->>f.name, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'text' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_text.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
+  IF 'int' = ANY(classes) THEN
+    INSERT INTO fv_int   (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::bigint, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'int' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_int.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
+  IF 'float' = ANY(classes) THEN
+    INSERT INTO fv_float (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::float8, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'float' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_float.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
+  IF 'bool' = ANY(classes) THEN
+    INSERT INTO fv_bool  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::boolean, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'bool' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_bool.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
+  IF 'date' = ANY(classes) THEN
+    INSERT INTO fv_date  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::date, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'date' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_date.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
+  IF 'ts' = ANY(classes) THEN
+    INSERT INTO fv_ts    (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::timestamptz, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'ts' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_ts.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
+  IF 'uuid' = ANY(classes) THEN
+    INSERT INTO fv_uuid  (tenant_id, field_id, record_id, v, uniq) SELECT n.tenant_id, f.id, n.id, (n.data->>f.name)::uuid, f.is_unique FROM new_rows n JOIN fields f ON f.tenant_id = n.tenant_id AND f.entity_type_id = n.entity_type_id WHERE f.index_state IN ('pending', 'building', 'ready') AND f.value_class = 'uuid' ON CONFLICT (tenant_id, field_id, record_id) DO UPDATE SET v = EXCLUDED.v WHERE fv_uuid.v IS DISTINCT FROM EXCLUDED.v;
+  END IF;
   RETURN NULL;
 END $$;
 
 CREATE FUNCTION ddms_records_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE r record; base bigint;
+DECLARE r record; base bigint; t text;
 BEGIN
   IF ddms_purging() THEN RETURN NULL; END IF;
+  FOREACH t IN ARRAY ARRAY['fv_text', 'fv_int', 'fv_float', 'fv_bool', 'fv_date', 'fv_ts', 'fv_uuid'] LOOP
+    IF EXISTS (SELECT 1 FROM fields f WHERE f.value_class = substr(t, 4) AND f.index_state IS NOT NULL
+               AND (f.tenant_id, f.entity_type_id) IN (SELECT DISTINCT o.tenant_id, o.entity_type_id FROM old_rows o)) THEN
+      EXECUTE format('DELETE FROM %I x USING old_rows o WHERE x.tenant_id = o.tenant_id AND x.record_id = o.id', t);
+    END IF;
+  END LOOP;
   FOR r IN SELECT tenant_id, count(*) AS n FROM old_rows GROUP BY tenant_id LOOP
     base := ddms_reserve_seq(r.tenant_id, r.n);
     INSERT INTO events (tenant_id, seq, kind, entity_type, subject_id, payload, actor, at)

@@ -300,12 +300,31 @@ fn every_tenant_table_is_citus_ready_and_forces_rls() {
         "SELECT c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> '__diesel_schema_migrations' \
          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname IN ('tenant_id')) \
-         AND c.relname NOT IN (SELECT 'index_jobs') \
+         AND c.relname NOT IN ('index_jobs', 'tenant_directory') \
          AND (NOT c.relrowsecurity OR NOT c.relforcerowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
     )
     .load(&mut c)
     .unwrap();
     assert!(weak.is_empty(), "tables without forced RLS: {weak:?}");
+    // The only tables without RLS are maintenance lists that hold ids, never tenant data.
+    let data_columns = count(
+        &mut c,
+        "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = 'public' \
+         AND table_name IN ('index_jobs', 'tenant_directory') AND data_type NOT IN ('uuid', 'timestamp with time zone')",
+    );
+    assert_eq!(
+        data_columns, 0,
+        "maintenance lists must hold only ids and times"
+    );
+    let writable = count(
+        &mut c,
+        "SELECT count(*) AS n FROM information_schema.role_table_grants WHERE grantee = 'ddms_app' \
+         AND table_name IN ('index_jobs', 'tenant_directory') AND privilege_type <> 'SELECT'",
+    );
+    assert_eq!(
+        writable, 0,
+        "the app role may only read the maintenance lists"
+    );
     let tenants_rls = count(
         &mut c,
         "SELECT count(*) AS n FROM pg_class WHERE relname = 'tenants' AND relrowsecurity AND relforcerowsecurity",
