@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, FieldError, Result};
-use crate::field::{Field, FieldSpec};
+use crate::field::{Field, FieldKind, FieldSpec};
 use crate::name::{truncate, Name};
 
 /// Most fields an entity type may have.
@@ -169,6 +169,15 @@ pub enum FieldChange {
     Removed(Field),
 }
 
+/// True when a field change keeps its kind: an enum may change its values, any other
+/// kind (including a list's item kind) must stay the same.
+fn same_kind(old: &FieldKind, new: &FieldKind) -> bool {
+    match (old, new) {
+        (FieldKind::Enum(_), FieldKind::Enum(_)) => true,
+        _ => old == new,
+    }
+}
+
 impl EntityTypePatch {
     /// Applies the patch to `current`; returns the new definition and the field changes.
     pub fn apply(&self, current: &EntityType) -> Result<(EntityTypeDef, Vec<FieldChange>)> {
@@ -190,7 +199,7 @@ impl EntityTypePatch {
             let path = format!("update_fields[{i}]");
             match Field::from_spec_at(spec, &path) {
                 Ok(new) => match fields.iter_mut().find(|f| f.name == new.name) {
-                    Some(old) if old.kind != new.kind => errs.push(FieldError::new(
+                    Some(old) if !same_kind(&old.kind, &new.kind) => errs.push(FieldError::new(
                         format!("{path}.kind"),
                         "kind_change",
                         format!(

@@ -792,7 +792,9 @@ pub fn check_scalar(
                 } else {
                     let f = n.as_f64().unwrap_or(f64::NAN);
                     if f.fract() == 0.0 && f.is_finite() {
-                        if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                        // Exclusive at -2^63 too: an integer literal below i64::MIN
+                        // reaches here rounded to exactly -2^63 and must not be accepted.
+                        if f > -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
                             Some(Value::from(f as i64))
                         } else {
                             errs.push(FieldError::new(

@@ -49,6 +49,8 @@ struct TenantData {
     relations: BTreeMap<Uuid, Relation>,
     events: Vec<Event>,
     seq: i64,
+    /// Events up to this seq may have been pruned: older cursors are expired.
+    horizon: i64,
     indexes: HashMap<(Name, Name), IndexMeta>,
     /// Monotonic clock so that timestamps never go backwards within a tenant.
     last_time: DateTime<Utc>,
@@ -88,6 +90,21 @@ impl TenantData {
             actor: Some(actor.to_string()),
             at,
         });
+    }
+
+    fn prune(&mut self, older_than: std::time::Duration) -> u64 {
+        // This tenant's clock may run a little ahead of the wall clock (see `now`).
+        let now = Utc::now().max(self.last_time + chrono::Duration::microseconds(1));
+        let cutoff = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let n = self.events.iter().take_while(|e| e.at < cutoff).count();
+        if let Some(last) = n.checked_sub(1).map(|i| self.events[i].seq) {
+            self.horizon = self.horizon.max(last);
+            self.events.drain(..n);
+        }
+        n as u64
     }
 
     fn ty(&self, name: &Name) -> Result<&Arc<EntityType>> {
@@ -249,6 +266,24 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// Retention, as the PostgreSQL backend's `prune_events`: deletes, for every tenant,
+    /// the prefix of its feed older than `older_than` and advances its horizon, so that
+    /// reading after an older cursor fails with `CursorExpired`. Returns the number of
+    /// events deleted.
+    pub fn prune_events(&self, older_than: std::time::Duration) -> Result<u64> {
+        let mut g = self.state.write();
+        let mut deleted = 0;
+        for t in g.values_mut() {
+            deleted += t.prune(older_than);
+        }
+        Ok(deleted)
+    }
+
+    /// [`MemoryBackend::prune_events`] for one tenant.
+    pub fn prune_tenant_events(&self, s: &Scope, older_than: std::time::Duration) -> Result<u64> {
+        self.write(s, |t| Ok(t.prune(older_than)))
+    }
+
     fn read<T>(&self, s: &Scope, f: impl FnOnce(&TenantData) -> Result<T>) -> Result<T> {
         let g = self.state.read();
         let t = g
@@ -291,6 +326,7 @@ impl TenantStore for MemoryBackend {
                 relations: BTreeMap::new(),
                 events: Vec::new(),
                 seq: 0,
+                horizon: 0,
                 indexes: HashMap::new(),
                 last_time: now,
             },
@@ -551,7 +587,7 @@ impl RecordStore for MemoryBackend {
     fn insert_records(&self, s: &Scope, ty: &EntityType, rows: Vec<Data>) -> Result<Vec<Record>> {
         self.write(s, |t| {
             let cur = t.ty(&ty.name)?.clone();
-            if cur.version != ty.version {
+            if cur.version != ty.version || cur.id != ty.id {
                 return Err(Error::conflict(
                     ConflictKind::Concurrent,
                     format!("entity type {} changed; retry", ty.name),
@@ -614,6 +650,13 @@ impl RecordStore for MemoryBackend {
         self.write(s, |t| {
             let cur_ty = t.ty(&ty.name)?.clone();
             let cur = t.record_of(&cur_ty, id)?.clone();
+            // `change` validates against `ty`: refuse if the schema moved on since.
+            if cur_ty.version != ty.version || cur_ty.id != ty.id {
+                return Err(Error::conflict(
+                    ConflictKind::Concurrent,
+                    format!("entity type {} changed; retry", ty.name),
+                ));
+            }
             if let Some(v) = expected_version {
                 if v != cur.version {
                     return Err(Error::conflict(
@@ -866,6 +909,9 @@ impl RelationStore for MemoryBackend {
 impl EventStore for MemoryBackend {
     fn events_after(&self, s: &Scope, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(s, |t| {
+            if after < t.horizon {
+                return Err(Error::CursorExpired { horizon: t.horizon });
+            }
             let start = t.events.partition_point(|e| e.seq <= after);
             Ok(t.events[start..].iter().take(limit).cloned().collect())
         })

@@ -11,61 +11,144 @@ use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError, TxResult};
 use crate::rows::{stored_name, NamedRecordRow, RecordRow, RECORD_COLS};
-use crate::sql::{Bind, Compiler, Sql};
+use crate::sql::{class_table, Bind, Compiler, Sql};
+
+/// Tags a unique violation on a field-value table with its table, for [`PgBackend::name_unique`].
+fn tag_unique(e: diesel::result::Error) -> TxError {
+    use diesel::result::{DatabaseErrorKind, Error as D};
+    if let D::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &e {
+        if let Some(table) = info
+            .constraint_name()
+            .and_then(|c| c.strip_suffix("_unique"))
+            .filter(|t| t.starts_with("fv_"))
+        {
+            return TxError::Core(Error::Conflict {
+                kind: ConflictKind::Unique,
+                message: "a value of a unique field is already taken".into(),
+                details: vec![FieldError::new("", table, "")],
+            });
+        }
+    }
+    TxError::Db(e)
+}
 
 impl PgBackend {
-    /// Names the unique field behind a unique violation on a field-value table.
-    fn unique_error(&self, ty: &EntityType, e: TxError) -> TxError {
-        match e {
-            TxError::Db(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                info,
-            )) if info.constraint_name().is_some_and(|c| c.starts_with("fv_")) => {
-                let detail = info.details().unwrap_or_default().to_string();
-                let g = self.meta.read();
-                let field = g.get(&ty.id).and_then(|m| {
-                    m.fields
-                        .iter()
-                        .find(|(_, f)| detail.contains(&f.id.to_string()))
-                        .map(|(n, _)| n.clone())
-                });
-                let field = field.unwrap_or_else(|| "unique field".into());
-                TxError::Core(Error::Conflict {
-                    kind: ConflictKind::Unique,
-                    message: format!("another {} already has this {field}", ty.name),
-                    details: vec![FieldError::new(
-                        &field,
-                        "unique_violation",
-                        format!("`{field}` must be unique"),
-                    )],
-                })
-            }
-            other => other,
+    /// Names the unique field behind a unique violation tagged by [`tag_unique`]. Under
+    /// RLS PostgreSQL omits the key from the error (it would leak values), so the field
+    /// is found from the constraint's value class, and when several unique fields share
+    /// it, by looking for the colliding value in a fresh transaction.
+    fn name_unique(&self, sc: &Scope, ty: &EntityType, rows: &[&Data], e: Error) -> Error {
+        let table = match &e {
+            Error::Conflict {
+                kind: ConflictKind::Unique,
+                details,
+                ..
+            } if details.len() == 1 && details[0].field.is_empty() => details[0].code.clone(),
+            _ => return e,
+        };
+        let candidates: Vec<&ddms_core::Field> = ty
+            .fields
+            .iter()
+            .filter(|f| {
+                f.unique
+                    && f.kind
+                        .value_class()
+                        .is_some_and(|c| class_table(c).0 == table)
+            })
+            .collect();
+        let field = match candidates.as_slice() {
+            [one] => Some(one.name.to_string()),
+            _ => candidates
+                .iter()
+                .find(|f| self.value_taken(sc, ty, f, rows))
+                .map(|f| f.name.to_string()),
+        };
+        let field = field.unwrap_or_else(|| "unique field".into());
+        Error::Conflict {
+            kind: ConflictKind::Unique,
+            message: format!("another {} already has this {field}", ty.name),
+            details: vec![FieldError::new(
+                &field,
+                "unique_violation",
+                format!("`{field}` must be unique"),
+            )],
         }
     }
 
+    /// True when a value of `f` in `rows` repeats within `rows` or is already taken.
+    fn value_taken(
+        &self,
+        sc: &Scope,
+        ty: &EntityType,
+        f: &ddms_core::Field,
+        rows: &[&Data],
+    ) -> bool {
+        let Some(class) = f.kind.value_class() else {
+            return false;
+        };
+        let values: Vec<&Value> = rows.iter().filter_map(|d| d.get(f.name.as_str())).collect();
+        let scalars: Vec<ddms_core::filter::Scalar> = values
+            .iter()
+            .filter_map(|v| ddms_core::filter::Scalar::from_json(class, v))
+            .collect();
+        if scalars
+            .iter()
+            .enumerate()
+            .any(|(i, a)| scalars[..i].contains(a))
+        {
+            return true;
+        }
+        let Some(meta) = self
+            .meta
+            .read()
+            .get(&ty.id)
+            .and_then(|m| m.fields.get(f.name.as_str()).map(|x| x.id))
+        else {
+            return false;
+        };
+        let (table, _) = class_table(class);
+        self.tx(sc, |c| {
+            let mut s = Sql::new();
+            s.push(&format!(
+                "SELECT count(*) AS n FROM {table} WHERE tenant_id = "
+            ))
+            .bind(Bind::Uuid(sc.tenant.0))
+            .push(" AND field_id = ")
+            .bind(Bind::Uuid(meta))
+            .push(" AND uniq AND v = ANY(")
+            .bind(crate::sql::scalar_array(class, &scalars))
+            .push(")");
+            let n: Vec<crate::rows::CountRow> = s.query().load(c)?;
+            Ok(n.first().is_some_and(|r| r.n > 0))
+        })
+        .unwrap_or(false)
+    }
+
+    /// Locks a record of `ty` for update; also returns the entity type's current version.
     fn lock_record(
         c: &mut PgConnection,
         tenant: Uuid,
         ty: &EntityType,
         id: Uuid,
-    ) -> TxResult<Record> {
+    ) -> TxResult<(Record, i64)> {
         let mut s = Sql::new();
-        s.push(&format!(
-            "SELECT {RECORD_COLS} FROM records WHERE tenant_id = "
-        ))
+        s.push(
+            "SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by, \
+             (SELECT et.version FROM entity_types et WHERE et.tenant_id = r.tenant_id AND et.id = r.entity_type_id) AS type_version \
+             FROM records r WHERE r.tenant_id = ",
+        )
         .bind(Bind::Uuid(tenant))
-        .push(" AND id = ")
+        .push(" AND r.id = ")
         .bind(Bind::Uuid(id))
-        .push(" AND entity_type_id = ")
+        .push(" AND r.entity_type_id = ")
         .bind(Bind::Uuid(ty.id))
-        .push(" FOR UPDATE");
-        let rows: Vec<RecordRow> = s.query().load(c)?;
+        .push(" FOR UPDATE OF r");
+        let rows: Vec<crate::rows::LockedRecordRow> = s.query().load(c)?;
         let r = rows
             .into_iter()
             .next()
             .ok_or_else(|| Error::not_found("record", id))?;
-        Ok(r.into_record(ty.name.clone()))
+        Ok((r.rec.into_record(ty.name.clone()), r.type_version))
     }
 }
 
@@ -80,7 +163,8 @@ impl RecordStore for PgBackend {
     fn insert_records(&self, sc: &Scope, ty: &EntityType, rows: Vec<Data>) -> Result<Vec<Record>> {
         let t = sc.tenant.0;
         let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
-        let data: Vec<Value> = rows.into_iter().map(Value::Object).collect();
+        let rows_ref: Vec<&Data> = rows.iter().collect();
+        let data: Vec<Value> = rows.iter().cloned().map(Value::Object).collect();
         self.tx(sc, |c| {
             let mut s = Sql::new();
             let tb = s.param(Bind::Uuid(t));
@@ -95,7 +179,7 @@ impl RecordStore for PgBackend {
                  WHERE EXISTS (SELECT 1 FROM entity_types WHERE tenant_id = {tb} AND id = {tyb} AND version = {vb}) \
                  ORDER BY u.n RETURNING {RECORD_COLS}"
             ));
-            let out: Vec<RecordRow> = s.query().load(c).map_err(|e| self.unique_error(ty, e.into()))?;
+            let out: Vec<RecordRow> = s.query().load(c).map_err(tag_unique)?;
             if out.len() != ids.len() {
                 return Err(Error::conflict(ConflictKind::Concurrent, format!("entity type {} changed; retry", ty.name)).into());
             }
@@ -103,6 +187,7 @@ impl RecordStore for PgBackend {
                 out.into_iter().map(|r| (r.id, r.into_record(ty.name.clone()))).collect();
             Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
         })
+        .map_err(|e| self.name_unique(sc, ty, &rows_ref, e))
     }
 
     fn record(&self, sc: &Scope, ty: &EntityType, id: Uuid) -> Result<Record> {
@@ -149,14 +234,23 @@ impl RecordStore for PgBackend {
         change: ddms_core::store::RecordChange<'_>,
     ) -> Result<Record> {
         let t = sc.tenant.0;
+        let mut attempted: Option<Data> = None;
         self.tx(sc, |c| {
-            let cur = Self::lock_record(c, t, ty, id)?;
+            let (cur, type_version) = Self::lock_record(c, t, ty, id)?;
+            if type_version != ty.version {
+                return Err(Error::conflict(
+                    ConflictKind::Concurrent,
+                    format!("entity type {} changed; retry", ty.name),
+                )
+                .into());
+            }
             if let Some(v) = expected_version {
                 if v != cur.version {
                     return Err(stale(id, cur.version, v));
                 }
             }
             let data = change(&cur)?;
+            attempted = Some(data.clone());
             let mut s = Sql::new();
             s.push("UPDATE records SET data = ")
                 .bind(Bind::Json(Value::Object(data)))
@@ -167,15 +261,16 @@ impl RecordStore for PgBackend {
                 .push(" AND id = ")
                 .bind(Bind::Uuid(id))
                 .push(&format!(" RETURNING {RECORD_COLS}"));
-            let rows: Vec<RecordRow> = s
-                .query()
-                .load(c)
-                .map_err(|e| self.unique_error(ty, e.into()))?;
+            let rows: Vec<RecordRow> = s.query().load(c).map_err(tag_unique)?;
             let r = rows
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::not_found("record", id))?;
             Ok(r.into_record(ty.name.clone()))
+        })
+        .map_err(|e| {
+            let rows: Vec<&Data> = attempted.iter().collect();
+            self.name_unique(sc, ty, &rows, e)
         })
     }
 
@@ -188,7 +283,7 @@ impl RecordStore for PgBackend {
     ) -> Result<()> {
         let t = sc.tenant.0;
         self.tx(sc, |c| {
-            let cur = Self::lock_record(c, t, ty, id)?;
+            let (cur, _) = Self::lock_record(c, t, ty, id)?;
             if let Some(v) = expected_version {
                 if v != cur.version {
                     return Err(stale(id, cur.version, v));

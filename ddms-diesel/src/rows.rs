@@ -55,6 +55,14 @@ pub(crate) struct NamedRecordRow {
 }
 
 #[derive(QueryableByName, Debug)]
+pub(crate) struct LockedRecordRow {
+    #[diesel(embed)]
+    pub rec: RecordRow,
+    #[diesel(sql_type = BigInt)]
+    pub type_version: i64,
+}
+
+#[derive(QueryableByName, Debug)]
 pub(crate) struct IdRow {
     #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,

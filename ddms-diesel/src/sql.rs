@@ -102,6 +102,11 @@ impl Bind {
     }
 }
 
+/// A typed array bind of `vals` (all of class `class`).
+pub fn scalar_array(class: ValueClass, vals: &[Scalar]) -> Bind {
+    Bind::array(class, vals)
+}
+
 /// SQL text plus its binds, built together so placeholders always match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sql {
@@ -226,7 +231,14 @@ pub struct Compiler<'a> {
     aliases: usize,
     /// Sort joins on indexed fields: (type id, field name, alias).
     joins: Vec<(Uuid, String, String)>,
+    /// Index subqueries emitted so far (bounded: each top-level one becomes a semi-join,
+    /// and hundreds of joins would take the planner longer than any scan).
+    index_subqueries: usize,
 }
+
+/// Most field-value subqueries in one query; further predicates take the JSONB path,
+/// which is always correct, only not index-assisted.
+pub const MAX_INDEX_SUBQUERIES: usize = 8;
 
 fn sys_column(alias: &str, s: SysField) -> String {
     match s {
@@ -275,6 +287,7 @@ impl<'a> Compiler<'a> {
             indexes,
             aliases: 0,
             joins: Vec::new(),
+            index_subqueries: 0,
         }
     }
 
@@ -300,8 +313,19 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// A column or `data` extraction, never an index.
+    fn plain_access(&mut self, alias: &str, target: &Target) -> Access {
+        match target {
+            Target::System(s) => Access::Column(sys_column(alias, *s)),
+            Target::Field { name, kind, .. } => {
+                let class = kind.value_class().unwrap_or(ValueClass::Text);
+                Access::Json(self.json_expr(alias, name.as_str(), class))
+            }
+        }
+    }
+
     /// The index route to a user field, if it has one (no bind is added otherwise).
-    fn indexed_access(&self, type_id: Uuid, target: &Target, top: bool) -> Option<Access> {
+    fn indexed_access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Option<Access> {
         let Target::Field { name, kind, .. } = target else {
             return None;
         };
@@ -315,7 +339,11 @@ impl<'a> Compiler<'a> {
                 return Some(Access::Joined(format!("{a}.v")));
             }
         }
+        if self.index_subqueries >= MAX_INDEX_SUBQUERIES {
+            return None;
+        }
         let field_id = self.indexes.ready_index(type_id, name.as_str())?;
+        self.index_subqueries += 1;
         Some(Access::Index {
             table: class_table(class).0,
             field_id,
@@ -360,8 +388,14 @@ impl<'a> Compiler<'a> {
             }
             CheckedFilter::Not(f) => format!("(NOT {})", self.filter(f, alias, type_id, false)),
             CheckedFilter::Compare { target, op, value } => {
+                // `<>` selects nearly everything: an index cannot help it.
+                let route = if *op == CmpOp::Ne {
+                    self.plain_access(alias, target)
+                } else {
+                    self.access(alias, type_id, target, top)
+                };
                 let op = cmp_sql(*op);
-                match self.access(alias, type_id, target, top) {
+                match route {
                     // Plain comparisons: system columns are never null, and a joined
                     // value is only used in the top-level AND chain, where NULL and
                     // false both exclude the row (and the plain form is index-usable).
@@ -395,7 +429,12 @@ impl<'a> Compiler<'a> {
                         format!("{e} = ANY({p})")
                     }
                 };
-                match self.access(alias, type_id, target, top) {
+                let route = if *negated {
+                    self.plain_access(alias, target)
+                } else {
+                    self.access(alias, type_id, target, top)
+                };
+                match route {
                     Access::Column(c) | Access::Joined(c) => {
                         let p = self.sql.param(arr);
                         format!("({})", test(&c, &p))

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::ast::{Filter, Op, MAX_IN_VALUES};
+use super::ast::{Filter, Op, MAX_CLAUSES, MAX_DEPTH, MAX_IN_VALUES};
 use crate::entity_type::EntityType;
 use crate::error::{Error, Result};
 use crate::field::{parse_date, parse_datetime, FieldKind, ValueClass};
@@ -307,8 +307,54 @@ pub trait SchemaLookup {
 }
 
 /// Checks `f` against `ty`; `schema` resolves relation types and neighbour types.
+///
+/// The depth and clause bounds are enforced here too, not only by the JSON parser, so
+/// that a filter built in code cannot reach a backend unbounded.
 pub fn check(ty: &EntityType, f: &Filter, schema: &dyn SchemaLookup) -> Result<CheckedFilter> {
+    bounds(f, "$", 1, &mut 0)?;
     node(ty, f, schema, "$")
+}
+
+/// The parser's depth and clause limits, on an already built AST.
+fn bounds(f: &Filter, path: &str, depth: usize, clauses: &mut usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::filter(
+            path,
+            format!("filter is nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    let count = |clauses: &mut usize| {
+        *clauses += 1;
+        if *clauses > MAX_CLAUSES {
+            return Err(Error::filter(
+                path,
+                format!("filter has more than {MAX_CLAUSES} clauses"),
+            ));
+        }
+        Ok(())
+    };
+    match f {
+        Filter::And(v) | Filter::Or(v) => {
+            let key = if matches!(f, Filter::And(_)) {
+                "and"
+            } else {
+                "or"
+            };
+            for (i, g) in v.iter().enumerate() {
+                bounds(g, &format!("{path}.{key}[{i}]"), depth + 1, clauses)?;
+            }
+            Ok(())
+        }
+        Filter::Not(g) => bounds(g, &format!("{path}.not"), depth + 1, clauses),
+        Filter::Pred { .. } => count(clauses),
+        Filter::Related { filter, .. } => {
+            count(clauses)?;
+            match filter {
+                Some(g) => bounds(g, &format!("{path}.related.where"), depth + 1, clauses),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 fn node(

@@ -6,3 +6,4 @@ mod conformance;
 mod isolation;
 mod plans;
 mod sql;
+mod outage;
