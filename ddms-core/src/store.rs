@@ -484,15 +484,33 @@ impl Records {
         self.tenant.backend()
     }
 
+    /// Runs `op`; if the backend reports that the entity type changed since this
+    /// handle loaded it (`Conflict::Concurrent`), reloads the type and runs `op` once
+    /// more, so a stale handle re-validates against the current schema.
+    fn with_current_type<T>(&self, op: impl Fn(&Records) -> Result<T>) -> Result<T> {
+        match op(self) {
+            Err(Error::Conflict {
+                kind: crate::error::ConflictKind::Concurrent,
+                ..
+            }) => {
+                let fresh = self.tenant.records(self.ty.name.as_str())?;
+                op(&fresh)
+            }
+            other => other,
+        }
+    }
+
     /// Validates and creates one record (editor).
     pub fn create(&self, data: &Value) -> Result<Record> {
         self.scope().require(Role::Editor, "creating a record")?;
-        let data = validate(&self.ty, data)?;
-        let mut out = self
-            .backend()
-            .insert_records(self.scope(), &self.ty, vec![data])?;
-        out.pop()
-            .ok_or_else(|| Error::Internal("insert returned no record".into()))
+        self.with_current_type(|me| {
+            let data = validate(&me.ty, data)?;
+            let mut out = me
+                .backend()
+                .insert_records(me.scope(), &me.ty, vec![data])?;
+            out.pop()
+                .ok_or_else(|| Error::Internal("insert returned no record".into()))
+        })
     }
 
     /// Validates and creates many records, all or nothing (editor). Every problem of
@@ -513,6 +531,10 @@ impl Records {
                 format!("at most {MAX_BATCH} records per batch"),
             ));
         }
+        self.with_current_type(|me| me.create_many_as_is(rows))
+    }
+
+    fn create_many_as_is(&self, rows: &[Value]) -> Result<Vec<Record>> {
         let mut valid = Vec::with_capacity(rows.len());
         let mut errs = Vec::new();
         for (i, r) in rows.iter().enumerate() {
@@ -546,21 +568,25 @@ impl Records {
                 "patch data must be a JSON object",
             ));
         }
-        let ty = self.ty.clone();
-        self.backend()
-            .update_record(self.scope(), &self.ty, id, expected_version, &|cur| {
-                validate_patch(&ty, &cur.data, patch)
-            })
+        self.with_current_type(|me| {
+            let ty = me.ty.clone();
+            me.backend()
+                .update_record(me.scope(), &me.ty, id, expected_version, &|cur| {
+                    validate_patch(&ty, &cur.data, patch)
+                })
+        })
     }
 
     /// Replaces the record's data entirely (editor).
     pub fn replace(&self, id: Uuid, data: &Value, expected_version: Option<i64>) -> Result<Record> {
         self.scope().require(Role::Editor, "replacing a record")?;
-        let data = validate(&self.ty, data)?;
-        self.backend()
-            .update_record(self.scope(), &self.ty, id, expected_version, &|_| {
-                Ok(data.clone())
-            })
+        self.with_current_type(|me| {
+            let data = validate(&me.ty, data)?;
+            me.backend()
+                .update_record(me.scope(), &me.ty, id, expected_version, &|_| {
+                    Ok(data.clone())
+                })
+        })
     }
 
     /// Deletes the record (editor).
@@ -581,8 +607,10 @@ impl Records {
 
     /// Runs a query: one page and the cursor of the next.
     pub fn query(&self, q: &Query) -> Result<Page<Record>> {
-        let checked = self.check_query(q)?;
-        let rows = self.backend().query_records(self.scope(), &checked)?;
-        Ok(checked.into_page(rows, &self.tenant.store.cursor_key))
+        self.with_current_type(|me| {
+            let checked = me.check_query(q)?;
+            let rows = me.backend().query_records(me.scope(), &checked)?;
+            Ok(checked.into_page(rows, &me.tenant.store.cursor_key))
+        })
     }
 }

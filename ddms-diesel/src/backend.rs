@@ -52,6 +52,10 @@ pub(crate) struct TypeMeta {
 pub struct PgBackend {
     pub(crate) pool: PgPool,
     pub(crate) meta: Arc<RwLock<HashMap<Uuid, Arc<TypeMeta>>>>,
+    pub(crate) types: Arc<crate::type_cache::TypeCache>,
+    /// The change-feed listener shared by this backend's subscriptions (it connects
+    /// with the pool's URL, lazily, on the first subscription).
+    pub(crate) feed: Arc<crate::subscribe::FeedHub>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -76,6 +80,10 @@ impl PgBackend {
         Ok(PgBackend {
             pool: build_pool(cfg)?,
             meta: Arc::new(RwLock::new(HashMap::new())),
+            types: Arc::new(crate::type_cache::TypeCache::new(
+                std::time::Duration::from_millis(cfg.schema_cache_ms),
+            )),
+            feed: Arc::new(crate::subscribe::FeedHub::new(&cfg.url)),
         })
     }
 

@@ -502,11 +502,21 @@ impl PgCluster {
         Ok(cluster)
     }
 
-    /// `pg_ctl start` on a free port, retrying when the port got taken meanwhile.
-    fn start(&mut self) -> Result<()> {
+    /// Starts the server (`pg_ctl start`). The first start picks a free port, retrying
+    /// when it got taken meanwhile; starting a stopped cluster again reuses its port, so
+    /// its URLs stay valid. Starting a running cluster does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Harness`] when `pg_ctl start` fails (e.g. the old port is taken now).
+    pub fn start(&mut self) -> Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        let restart = self.port != 0;
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
+            let port = if restart { self.port } else { free_port()? };
             let log_offset = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
             let options = self.server_options(port);
             let result = self.runner.run(
@@ -545,7 +555,7 @@ impl PgCluster {
                     let port_taken =
                         log.contains("could not bind") || log.contains("Address already in use");
                     let err = Error::Harness(format!("{e}\nserver log (tail):\n{log}"));
-                    if !port_taken {
+                    if !port_taken || restart {
                         return Err(err);
                     }
                     tracing::debug!(port, "port taken, retrying with another one");

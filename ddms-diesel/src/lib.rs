@@ -25,15 +25,25 @@ pub mod error;
 mod feed;
 pub mod harness;
 mod index;
+pub mod indexer;
 pub mod migrate;
 pub mod pool;
 mod record;
 mod relation;
+pub mod retention;
 mod rows;
 mod schema;
 pub mod sql;
+pub mod subscribe;
+mod type_cache;
 
 pub use backend::PgBackend;
 pub use error::{Error, Result};
+pub use indexer::{
+    run_indexer, run_indexer_once, spawn_indexer, FieldOutcome, FieldReport, IndexerOptions,
+    IndexerReport,
+};
 pub use migrate::migrate;
 pub use pool::PgConfig;
+pub use retention::FeedBounds;
+pub use subscribe::{ListenerStats, SubscribeOptions, Subscription};

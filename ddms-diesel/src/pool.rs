@@ -24,16 +24,22 @@ pub struct PgConfig {
     pub statement_timeout_ms: u64,
     /// How long a checkout waits for a connection.
     pub connect_timeout_ms: u64,
+    /// How long an entity type read is reused (0: always re-read). Writes and queries
+    /// verify the type version, so this bounds only how soon index readiness and
+    /// other processes' schema changes are seen.
+    pub schema_cache_ms: u64,
 }
 
 impl PgConfig {
-    /// Defaults: 16 connections, 30 s statement timeout, 5 s checkout timeout.
+    /// Defaults: 16 connections, 30 s statement timeout, 5 s checkout timeout, 1 s
+    /// schema cache.
     pub fn new(url: impl Into<String>) -> Self {
         PgConfig {
             url: url.into(),
             pool_size: 16,
             statement_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
+            schema_cache_ms: 1_000,
         }
     }
 }

@@ -181,6 +181,7 @@ impl RecordStore for PgBackend {
             ));
             let out: Vec<RecordRow> = s.query().load(c).map_err(tag_unique)?;
             if out.len() != ids.len() {
+                self.types.forget(t, ty.name.as_str());
                 return Err(Error::conflict(ConflictKind::Concurrent, format!("entity type {} changed; retry", ty.name)).into());
             }
             let mut by_id: std::collections::HashMap<Uuid, Record> =
@@ -238,6 +239,7 @@ impl RecordStore for PgBackend {
         self.tx(sc, |c| {
             let (cur, type_version) = Self::lock_record(c, t, ty, id)?;
             if type_version != ty.version {
+                self.types.forget(t, ty.name.as_str());
                 return Err(Error::conflict(
                     ConflictKind::Concurrent,
                     format!("entity type {} changed; retry", ty.name),
@@ -323,12 +325,34 @@ impl RecordStore for PgBackend {
     }
 
     fn query_records(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<Record>> {
-        let sql = Compiler::new(sc.tenant.0, self).query(q, q.entity_type.id);
+        let t = sc.tenant.0;
+        let ty = &q.entity_type;
+        let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
         self.tx(sc, |c| {
             let rows: Vec<RecordRow> = sql.query().load(c)?;
+            if rows.is_empty() {
+                // The query is guarded by the type's version: no rows may mean the
+                // type changed since the query was checked. Tell the two apart.
+                let mut s = Sql::new();
+                s.push("SELECT count(*) AS n FROM entity_types WHERE tenant_id = ")
+                    .bind(Bind::Uuid(t))
+                    .push(" AND id = ")
+                    .bind(Bind::Uuid(ty.id))
+                    .push(" AND version = ")
+                    .bind(Bind::Int(ty.version));
+                let same: Vec<crate::rows::CountRow> = s.query().load(c)?;
+                if same.first().is_none_or(|r| r.n == 0) {
+                    self.types.forget(t, ty.name.as_str());
+                    return Err(Error::conflict(
+                        ConflictKind::Concurrent,
+                        format!("entity type {} changed; retry", ty.name),
+                    )
+                    .into());
+                }
+            }
             Ok(rows
                 .into_iter()
-                .map(|r| r.into_record(q.entity_type.name.clone()))
+                .map(|r| r.into_record(ty.name.clone()))
                 .collect())
         })
     }

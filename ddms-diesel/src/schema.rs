@@ -372,8 +372,12 @@ impl SchemaStore for PgBackend {
     }
 
     fn entity_type(&self, sc: &Scope, name: &Name) -> Result<Arc<EntityType>> {
-        self.tx(sc, |c| self.load_type(c, sc.tenant.0, name.as_str(), false))
-            .map(Arc::new)
+        if let Some(t) = self.types.get(sc.tenant.0, name.as_str()) {
+            return Ok(t);
+        }
+        let t = Arc::new(self.tx(sc, |c| self.load_type(c, sc.tenant.0, name.as_str(), false))?);
+        self.types.put(sc.tenant.0, t.clone());
+        Ok(t)
     }
 
     fn entity_types(&self, sc: &Scope) -> Result<Vec<EntityType>> {
@@ -397,7 +401,8 @@ impl SchemaStore for PgBackend {
         change: ddms_core::store::TypeChange<'_>,
     ) -> Result<EntityType> {
         let t = sc.tenant.0;
-        self.tx(sc, |c| {
+        self.types.forget(t, name.as_str());
+        let out = self.tx(sc, |c| {
             let cur = self.load_type(c, t, name.as_str(), true)?;
             let (def, changes) = change(&cur)?;
             let has_records = Self::type_has_records(c, t, cur.id)?;
@@ -449,12 +454,15 @@ impl SchemaStore for PgBackend {
                 .bind(Bind::Uuid(cur.id));
             s.query().execute(c)?;
             self.load_type(c, t, name.as_str(), false)
-        })
+        });
+        self.types.forget(t, name.as_str());
+        out
     }
 
     fn delete_entity_type(&self, sc: &Scope, name: &Name) -> Result<()> {
         let t = sc.tenant.0;
-        self.tx(sc, |c| {
+        self.types.forget(t, name.as_str());
+        let out = self.tx(sc, |c| {
             let cur = self.load_type(c, t, name.as_str(), true)?;
             let mut s = Sql::new();
             s.push("SELECT name AS t FROM relation_types WHERE tenant_id = ")
@@ -490,7 +498,9 @@ impl SchemaStore for PgBackend {
                 s.query().execute(c)?;
             }
             Ok(())
-        })
+        });
+        self.types.forget(t, name.as_str());
+        out
     }
 
     fn create_relation_type(&self, sc: &Scope, def: &RelationTypeDef) -> Result<RelationType> {

@@ -556,8 +556,9 @@ impl<'a> Compiler<'a> {
     }
 
     /// Compiles a whole query: SELECT of record columns from `records r`, filtered,
-    /// after the keyset position, ordered, limited to `limit + 1` rows.
-    pub fn query(mut self, q: &CheckedQuery, type_id: Uuid) -> Sql {
+    /// after the keyset position, ordered, limited to `limit + 1` rows, and guarded by
+    /// the entity type's version (no rows when the type changed since checking).
+    pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
         // Sort expressions; indexed user fields sort through a joined field-value table.
         let mut joins_sql = String::new();
         let mut keys: Vec<(String, bool, bool)> = Vec::new(); // (expr, desc, nullable)
@@ -587,9 +588,15 @@ impl<'a> Compiler<'a> {
             }
         }
         let ty = self.sql.param(Bind::Uuid(type_id));
+        let ver = self.sql.param(Bind::Int(type_version));
         let mut wh = vec![
             format!("r.tenant_id = {}", self.tenant),
             format!("r.entity_type_id = {ty}"),
+            // Guard: the query was compiled against this version of the type.
+            format!(
+                "EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {} AND et.id = {ty} AND et.version = {ver})",
+                self.tenant
+            ),
         ];
         if let Some(f) = &q.filter {
             wh.push(self.filter(f, "r", type_id, true));

@@ -146,17 +146,22 @@ fn unique_declared_later_on_clean_data_is_enforced() {
 }
 
 #[test]
-fn a_stale_handle_cannot_insert_after_a_schema_change() {
+fn a_stale_handle_revalidates_against_the_current_schema() {
     let store = Store::new(MemoryBackend::new());
     let t = tenant(&store);
     entity_type(
         &t,
-        json!({"name": "s", "fields": [{"name": "a", "kind": "text"}]}),
+        json!({"name": "s", "fields": [{"name": "a", "kind": "text"}, {"name": "b", "kind": "text"}]}),
     );
     let old = t.records("s").unwrap();
+    // A compatible change: the stale handle reloads the type and the write succeeds.
     let patch = serde_json::from_value(json!({"label": "S"})).unwrap();
     t.update_entity_type("s", &patch).unwrap();
-    let err = old.create(&json!({"a": "x"})).unwrap_err();
-    assert_eq!(err.code(), "concurrent_update");
-    t.records("s").unwrap().create(&json!({"a": "x"})).unwrap();
+    old.create(&json!({"a": "x"})).unwrap();
+    // An incompatible one: the reloaded type rejects the removed field.
+    let patch = serde_json::from_value(json!({"remove_fields": ["b"]})).unwrap();
+    t.update_entity_type("s", &patch).unwrap();
+    let err = old.create(&json!({"a": "x", "b": "y"})).unwrap_err();
+    assert_eq!(err.code(), "validation_failed");
+    assert_eq!(err.details()[0].field, "b");
 }

@@ -3,7 +3,9 @@
 
 mod common;
 mod conformance;
+mod feed;
+mod indexer;
 mod isolation;
+mod outage;
 mod plans;
 mod sql;
-mod outage;

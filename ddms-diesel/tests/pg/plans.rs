@@ -54,8 +54,11 @@ fn big_tenant() -> (ddms_core::TenantScope, Records) {
 fn plan_of(t: &ddms_core::TenantScope, recs: &Records, q: serde_json::Value) -> String {
     let q: Query = serde_json::from_value(q).unwrap();
     let checked = recs.check_query(&q).unwrap();
-    let sql =
-        Compiler::new(t.scope().tenant.0, &db().backend).query(&checked, checked.entity_type.id);
+    let sql = Compiler::new(t.scope().tenant.0, &db().backend).query(
+        &checked,
+        checked.entity_type.id,
+        checked.entity_type.version,
+    );
     let mut c = app_role();
     let tenant = t.scope().tenant;
     c.transaction::<_, diesel::result::Error, _>(|c| {
