@@ -51,6 +51,12 @@ fn big_tenant() -> (ddms_core::TenantScope, Records) {
     (t, recs)
 }
 
+/// True when the plan scans a table that grows with the tenant's data. (A sequential
+/// scan of the handful of `entity_types` rows, for the version guard, is fine.)
+fn scans_data(plan: &str) -> bool {
+    plan.contains("Seq Scan on records") || plan.contains("Seq Scan on fv_")
+}
+
 fn plan_of(t: &ddms_core::TenantScope, recs: &Records, q: serde_json::Value) -> String {
     let q: Query = serde_json::from_value(q).unwrap();
     let checked = recs.check_query(&q).unwrap();
@@ -84,7 +90,7 @@ fn indexed_filters_use_index_scans_under_rls() {
         eq.contains("Index") && eq.contains("fv_text"),
         "equality must use the field-value index:\n{eq}"
     );
-    assert!(!eq.contains("Seq Scan"), "equality must not scan:\n{eq}");
+    assert!(!scans_data(&eq), "equality must not scan:\n{eq}");
 
     let range = plan_of(
         &t,
@@ -95,10 +101,7 @@ fn indexed_filters_use_index_scans_under_rls() {
         range.contains("fv_int_by_value"),
         "range + sort must walk the value index:\n{range}"
     );
-    assert!(
-        !range.contains("Seq Scan"),
-        "range + sort must not scan:\n{range}"
-    );
+    assert!(!scans_data(&range), "range + sort must not scan:\n{range}");
     assert!(
         !range.contains("Sort  ("),
         "range + sort + limit must not sort the tenant:\n{range}"
@@ -111,7 +114,7 @@ fn indexed_filters_use_index_scans_under_rls() {
                "sort": [{"field": "rating"}], "limit": 50}),
     );
     assert!(
-        float.contains("fv_float_by_value") && !float.contains("Seq Scan"),
+        float.contains("fv_float_by_value") && !scans_data(&float),
         "{float}"
     );
 
@@ -121,7 +124,7 @@ fn indexed_filters_use_index_scans_under_rls() {
         json!({"filter": {"field": "email", "op": "starts_with", "value": "user4242"}}),
     );
     assert!(
-        prefix.contains("fv_text") && !prefix.contains("Seq Scan"),
+        prefix.contains("fv_text") && !scans_data(&prefix),
         "prefix must be a range on the index:\n{prefix}"
     );
 
