@@ -488,7 +488,9 @@ fn backfill(
         return Ok(FieldOutcome::Skipped);
     }
     let batch = opts.batch_size.max(1) as i64;
-    let mut fk_retries = 0;
+    // Retries of one batch after a foreign-key violation or a transient error
+    // (deadlock with a writer, serialization failure).
+    let mut retries = 0;
     loop {
         if opts.max_batches.is_some_and(|m| report.batches >= m) {
             return Ok(FieldOutcome::Interrupted);
@@ -505,15 +507,22 @@ fn backfill(
                 report.batches += 1;
                 report.records_scanned += scanned;
                 report.rows_written += written;
-                fk_retries = 0;
+                retries = 0;
             }
             Err(e) if is_unique_violation(&e) => {
                 return duplicates(conn, job);
             }
             // A record deleted (or the field undeclared) while the batch ran: the next
             // attempt reads the new state.
-            Err(e) if is_fk_violation(&e) && fk_retries < 5 => fk_retries += 1,
-            Err(e) => return Err(to_core(e)),
+            Err(e) if is_fk_violation(&e) && retries < 5 => retries += 1,
+            Err(e) => {
+                let e = to_core(e);
+                if !is_transient(&e) || retries >= 3 {
+                    return Err(e);
+                }
+                retries += 1;
+                std::thread::sleep(Duration::from_millis(50 << retries));
+            }
         }
     }
 }

@@ -81,7 +81,7 @@
 //! [`Subscription::polling`] builds the same subscription over any
 //! [`ddms_core::Backend`] (e.g. the in-memory one), without notifications.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,6 +179,11 @@ impl Signal {
 #[derive(Debug, Default)]
 pub(crate) struct EventCache {
     events: VecDeque<Event>,
+    /// The tenant's notification generation read just before the last database read,
+    /// and the end of the feed that read found (`None`: it returned a full page, more
+    /// may follow). While the generation has not moved, no commit has been notified
+    /// since, so a subscription at that end need not ask the database again.
+    fresh: Option<(u64, i64)>,
 }
 
 /// Most events kept per tenant.
@@ -225,10 +230,18 @@ impl EventCache {
     }
 }
 
+/// What the subscriptions of one tenant share.
+#[derive(Debug, Default)]
+pub(crate) struct TenantShared {
+    cache: Mutex<EventCache>,
+    /// Bumped by every notification for the tenant (and after reconnections).
+    generation: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 struct TenantSubs {
     signals: HashMap<u64, Arc<Signal>>,
-    cache: Arc<Mutex<EventCache>>,
+    shared: Arc<TenantShared>,
 }
 
 #[derive(Debug, Default)]
@@ -242,13 +255,22 @@ struct HubState {
 }
 
 /// The listener shared by the subscriptions of one [`PgBackend`].
-#[derive(Debug)]
 pub(crate) struct FeedHub {
     url: String,
     state: Mutex<HubState>,
     connected: AtomicBool,
     connects: AtomicU64,
     notifications: AtomicU64,
+}
+
+impl std::fmt::Debug for FeedHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedHub")
+            .field("url", &crate::pool::redact(&self.url))
+            .field("connected", &self.connected.load(Ordering::Relaxed))
+            .field("connects", &self.connects.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Keeps a subscription registered with the hub; unregisters on drop.
@@ -289,13 +311,13 @@ impl FeedHub {
         self: &Arc<Self>,
         tenant: Uuid,
         signal: Arc<Signal>,
-    ) -> (Registration, Arc<Mutex<EventCache>>) {
+    ) -> (Registration, Arc<TenantShared>) {
         let mut st = self.state.lock();
         st.next_id += 1;
         let id = st.next_id;
         let entry = st.subs.entry(tenant).or_default();
         entry.signals.insert(id, signal);
-        let cache = Arc::clone(&entry.cache);
+        let shared = Arc::clone(&entry.shared);
         st.count += 1;
         st.idle_since = None;
         if !st.running {
@@ -315,12 +337,13 @@ impl FeedHub {
             tenant,
             id,
         };
-        (registration, cache)
+        (registration, shared)
     }
 
     fn wake_tenant(&self, tenant: Uuid) {
         let st = self.state.lock();
         if let Some(m) = st.subs.get(&tenant) {
+            m.shared.generation.fetch_add(1, Ordering::SeqCst);
             for s in m.signals.values() {
                 s.bump();
             }
@@ -330,6 +353,7 @@ impl FeedHub {
     fn wake_all(&self) {
         let st = self.state.lock();
         for m in st.subs.values() {
+            m.shared.generation.fetch_add(1, Ordering::SeqCst);
             for s in m.signals.values() {
                 s.bump();
             }
@@ -388,12 +412,14 @@ impl FeedHub {
             let mut last_ping = Instant::now();
             let broken = loop {
                 let mut failed = None;
+                // Each tenant is woken once per round, however many commits it had.
+                let mut tenants: HashSet<Uuid> = HashSet::new();
                 for n in conn.notifications_iter() {
                     match n {
                         Ok(n) => {
                             self.notifications.fetch_add(1, Ordering::Relaxed);
                             if let Ok(t) = Uuid::parse_str(&n.payload) {
-                                self.wake_tenant(t);
+                                tenants.insert(t);
                             }
                         }
                         Err(e) => {
@@ -401,6 +427,9 @@ impl FeedHub {
                             break;
                         }
                     }
+                }
+                for t in tenants {
+                    self.wake_tenant(t);
                 }
                 if let Some(e) = failed {
                     break Some(e);
@@ -440,7 +469,9 @@ impl FeedHub {
     }
 }
 
-type ReadPage = dyn Fn(&Scope, i64, usize) -> Result<Vec<Event>> + Send + Sync;
+/// Reads the page after a cursor; `fresh_ok`: a cached "nothing new since the last
+/// notification" may answer instead of the database.
+type ReadPage = dyn Fn(&Scope, i64, usize, bool) -> Result<Vec<Event>> + Send + Sync;
 
 /// A blocking follower of one tenant's change feed; see the [module docs](self).
 pub struct Subscription {
@@ -454,6 +485,8 @@ pub struct Subscription {
     backoff: Duration,
     ended: Option<Error>,
     end_reported: bool,
+    /// When the database was last asked directly (the fallback poll).
+    last_poll: Instant,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -483,18 +516,24 @@ impl PgBackend {
         opts: SubscribeOptions,
     ) -> Subscription {
         let signal = Arc::new(Signal::default());
-        let (registration, cache) = self.feed.register(scope.tenant.0, Arc::clone(&signal));
+        let (registration, shared) = self.feed.register(scope.tenant.0, Arc::clone(&signal));
         let backend = self.clone();
         // Single flight per tenant: the subscriptions woken by one notification take
         // turns on the tenant's cache; the first reads the database, the others find
-        // the new events in the cache.
-        let read = move |s: &Scope, after: i64, limit: usize| {
-            let mut cache = cache.lock();
+        // the new events in the cache (or learn that nothing was notified since).
+        let read = move |s: &Scope, after: i64, limit: usize, fresh_ok: bool| {
+            let mut cache = shared.cache.lock();
             if let Some(events) = cache.after(after, limit) {
                 return Ok(events);
             }
+            let generation = shared.generation.load(Ordering::SeqCst);
+            if fresh_ok && cache.fresh == Some((generation, after)) {
+                return Ok(Vec::new());
+            }
             let events = ddms_core::EventStore::events_after(&backend, s, after, limit)?;
             cache.store(after, &events);
+            cache.fresh = (events.len() < limit)
+                .then(|| (generation, events.last().map_or(after, |e| e.seq)));
             Ok(events)
         };
         Subscription::new(
@@ -559,6 +598,7 @@ impl Subscription {
             backoff: Duration::from_millis(50),
             ended: None,
             end_reported: false,
+            last_poll: Instant::now(),
         }
     }
 
@@ -570,7 +610,9 @@ impl Subscription {
         after: i64,
         poll_interval: Duration,
     ) -> Subscription {
-        let read = move |s: &Scope, after: i64, limit: usize| backend.events_after(s, after, limit);
+        let read = move |s: &Scope, after: i64, limit: usize, _: bool| {
+            backend.events_after(s, after, limit)
+        };
         let opts = SubscribeOptions {
             poll_interval,
             ..SubscribeOptions::default()
@@ -647,7 +689,13 @@ impl Subscription {
                 .opts
                 .page_size
                 .clamp(1, ddms_core::event::MAX_EVENT_LIMIT);
-            let wait = match (self.read)(&self.scope, last, limit) {
+            // At least every poll_interval, ask the database itself (in case a
+            // notification was lost without the listener noticing).
+            let fresh_ok = self.last_poll.elapsed() < self.opts.poll_interval;
+            if !fresh_ok {
+                self.last_poll = Instant::now();
+            }
+            let wait = match (self.read)(&self.scope, last, limit, fresh_ok) {
                 Ok(events) => {
                     self.backoff = Duration::from_millis(50);
                     if !events.is_empty() {

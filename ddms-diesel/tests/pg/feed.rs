@@ -289,25 +289,33 @@ fn concurrent_writers_and_readers_see_every_committed_change_once_in_order() {
             thread::spawn(move || cursor_reader(ts, last, 100 + i))
         })
         .collect();
-    let sub_reader = {
-        let mut sub = backend.subscribe(viewer.scope(), 0);
-        let last = Arc::clone(&last);
-        thread::spawn(move || {
-            let mut seen: Vec<Event> = Vec::new();
-            loop {
-                if let Some(e) = sub.try_next(Duration::from_millis(200)).unwrap() {
-                    assert_eq!(
-                        e.seq,
-                        seen.last().map_or(0, |l| l.seq) + 1,
-                        "subscription gap or repeat"
-                    );
-                    seen.push(e);
-                } else if sub.cursor() >= last.load(Ordering::SeqCst) {
-                    return seen;
+    // Three subscriptions (they share a per-tenant cache; different page sizes).
+    let sub_readers: Vec<_> = [500, 7, 64]
+        .into_iter()
+        .map(|page_size| {
+            let opts = SubscribeOptions {
+                page_size,
+                ..SubscribeOptions::default()
+            };
+            let mut sub = backend.subscribe_with(viewer.scope(), 0, opts);
+            let last = Arc::clone(&last);
+            thread::spawn(move || {
+                let mut seen: Vec<Event> = Vec::new();
+                loop {
+                    if let Some(e) = sub.try_next(Duration::from_millis(200)).unwrap() {
+                        assert_eq!(
+                            e.seq,
+                            seen.last().map_or(0, |l| l.seq) + 1,
+                            "subscription gap or repeat"
+                        );
+                        seen.push(e);
+                    } else if sub.cursor() >= last.load(Ordering::SeqCst) {
+                        return seen;
+                    }
                 }
-            }
+            })
         })
-    };
+        .collect();
     let started = Instant::now();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -319,7 +327,7 @@ fn concurrent_writers_and_readers_see_every_committed_change_once_in_order() {
     let feed = all_events(&ts);
     last.store(feed.last().unwrap().seq, Ordering::SeqCst);
     let cursor_views: Vec<Vec<Event>> = readers.into_iter().map(|h| h.join().unwrap()).collect();
-    let sub_view = sub_reader.join().unwrap();
+    let sub_views: Vec<Vec<Event>> = sub_readers.into_iter().map(|h| h.join().unwrap()).collect();
     eprintln!(
         "{} events from {WRITERS}x{CHANGES} changes in {:?}; {} aborted",
         feed.len(),
@@ -332,7 +340,7 @@ fn concurrent_writers_and_readers_see_every_committed_change_once_in_order() {
         assert_eq!(e.seq, i as i64 + 1);
     }
     // Every consumer saw exactly the final feed.
-    for view in cursor_views.iter().chain([&sub_view]) {
+    for view in cursor_views.iter().chain(&sub_views) {
         assert_eq!(view.len(), feed.len());
         assert!(view.iter().zip(&feed).all(|(a, b)| a == b));
     }
