@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ddms_core::{ConflictKind, CursorKey, Error, Store, Tenant, TenantId};
+use ddms_core::{ConflictKind, CursorKey, Error, Scope, Store, Tenant, TenantId};
+use ddms_diesel::subscribe::Subscription;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as HttpBody;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -50,7 +51,13 @@ struct Inner {
     tenants: Mutex<HashMap<TenantId, Instant>>,
     shutdown: watch::Sender<bool>,
     openapi: Bytes,
+    feed: RwLock<FeedSource>,
 }
+
+/// Opens a change-feed subscription for a scope, after a cursor (the event stream
+/// route). The PostgreSQL backend's NOTIFY-driven [`ddms_diesel::PgBackend::subscribe`]
+/// is installed by `ddms serve`; the default polls the store's backend.
+pub type FeedSource = Arc<dyn Fn(&Scope, i64) -> Subscription + Send + Sync>;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +101,10 @@ impl App {
             Err(e) => Err(e),
         });
         let (shutdown, _) = watch::channel(false);
+        let polled = store.backend().clone();
+        let feed: FeedSource = Arc::new(move |scope, after| {
+            Subscription::polling(polled.clone(), scope, after, crate::sse::POLL_INTERVAL)
+        });
         App {
             inner: Arc::new(Inner {
                 store,
@@ -109,6 +120,7 @@ impl App {
                 tenants: Mutex::new(HashMap::new()),
                 shutdown,
                 openapi,
+                feed: RwLock::new(feed),
             }),
         }
     }
@@ -125,6 +137,27 @@ impl App {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *h = Arc::new(check);
+    }
+
+    /// Replaces how event streams follow the feed (by default: polling the store).
+    pub fn set_feed(&self, feed: impl Fn(&Scope, i64) -> Subscription + Send + Sync + 'static) {
+        let mut f = self
+            .inner
+            .feed
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *f = Arc::new(feed);
+    }
+
+    /// A subscription to `scope`'s feed after `after`.
+    pub(crate) fn subscribe(&self, scope: &Scope, after: i64) -> Subscription {
+        let f = self
+            .inner
+            .feed
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        f(scope, after)
     }
 
     /// The store (with the configured cursor key).

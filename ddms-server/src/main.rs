@@ -157,6 +157,8 @@ async fn serve_db(config: &Config, db: &Database) -> Result<(), String> {
     let app = App::new(db.store(), config);
     let backend = db.backend().clone();
     app.set_health_check(move || backend.health());
+    let backend = db.backend().clone();
+    app.set_feed(move |scope, after| backend.subscribe(scope, after));
     {
         let app = app.clone();
         match tokio::task::spawn_blocking(move || app.ensure_mock_tenant()).await {

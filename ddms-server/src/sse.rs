@@ -4,13 +4,16 @@
 //! resumes after the last id it saw with the `Last-Event-ID` header (browsers send it on
 //! reconnect) or `?after=<seq>`; without either the stream starts at the beginning of
 //! the retained feed. A comment line is sent every [`KEEP_ALIVE`] so that proxies keep
-//! the connection open (`SSE_KEEP_ALIVE_MS`). The feed is polled every [`POLL_INTERVAL`]; streams end when the
-//! server shuts down or the client goes away.
+//! the connection open (`SSE_KEEP_ALIVE_MS`). Events arrive through the app's feed
+//! source: with PostgreSQL a NOTIFY-driven subscription (commit → client in a few ms),
+//! otherwise polling every [`POLL_INTERVAL`]. Streams end when the server shuts down or
+//! the client goes away.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use ddms_core::{Event, TenantScope};
+use ddms_core::Event;
+use ddms_diesel::subscribe::Subscription;
 use http_body_util::BodyExt;
 use hyper::Response;
 use tokio::sync::watch;
@@ -21,8 +24,12 @@ use crate::handlers::blocking;
 use crate::request::Ctx;
 use crate::response::{stream_response, Body};
 
-/// How often the feed is polled for new events.
+/// How often the feed is polled when no NOTIFY-driven feed is installed (the in-memory
+/// backend, embedders that do not call `App::set_feed`).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the blocking side waits for events before checking that the client is
+/// still there.
+const WAIT: Duration = Duration::from_millis(500);
 /// How often a keep-alive comment is sent on an idle stream (default of
 /// `SSE_KEEP_ALIVE_MS`).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -56,14 +63,8 @@ pub(crate) async fn stream(ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let (tx, body) = http_body_util::channel::Channel::<Bytes>::new(8);
     let shutdown = ctx.app.shutdown_receiver();
     let keep_alive = ctx.app.sse_keep_alive();
-    tokio::spawn(pump(
-        tenant,
-        first.events,
-        first.next,
-        tx,
-        shutdown,
-        keep_alive,
-    ));
+    let subscription = ctx.app.subscribe(tenant.scope(), first.next);
+    tokio::spawn(pump(subscription, first.events, tx, shutdown, keep_alive));
     let mut resp = stream_response("text/event-stream", body.boxed());
     resp.headers_mut().insert(
         hyper::header::HeaderName::from_static("x-accel-buffering"),
@@ -79,11 +80,12 @@ async fn send(tx: &mut Sender, text: String) -> bool {
 }
 
 /// Writes events to the client until it goes away, the server shuts down, or the feed
-/// can no longer be followed (cursor expired, tenant gone).
+/// can no longer be followed (cursor expired, tenant gone). The subscription blocks, so
+/// it runs on the blocking pool and hands batches over a channel; it notices a closed
+/// client within [`WAIT`].
 async fn pump(
-    tenant: TenantScope,
+    mut subscription: Subscription,
     first: Vec<Event>,
-    mut after: i64,
     mut tx: Sender,
     mut shutdown: watch::Receiver<bool>,
     keep_alive: Duration,
@@ -91,50 +93,56 @@ async fn pump(
     if !send(&mut tx, format!("retry: {RETRY_MS}\n: connected\n\n")).await {
         return;
     }
-    let mut full_page = first.len() >= PAGE;
     for e in &first {
         if !send(&mut tx, format_event(e)).await {
             return;
         }
     }
-    let mut last_write = Instant::now();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if !full_page {
-            tokio::select! {
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = shutdown.changed() => return,
+    let (etx, mut erx) = tokio::sync::mpsc::channel::<Result<Vec<Event>, ApiError>>(4);
+    tokio::task::spawn_blocking(move || loop {
+        match subscription.next_batch(PAGE, WAIT) {
+            Ok(batch) if batch.is_empty() => {
+                if etx.is_closed() {
+                    return;
+                }
+            }
+            Ok(batch) => {
+                if etx.blocking_send(Ok(batch)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = etx.blocking_send(Err(ApiError::from(e)));
+                return;
             }
         }
-        let t = tenant.clone();
-        match blocking(move || t.events(after, Some(PAGE))).await {
-            Ok(page) => {
-                full_page = page.events.len() >= PAGE;
-                for e in &page.events {
-                    if !send(&mut tx, format_event(e)).await {
-                        return;
+    });
+    let mut last_write = Instant::now();
+    loop {
+        tokio::select! {
+            msg = erx.recv() => match msg {
+                Some(Ok(batch)) => {
+                    for e in &batch {
+                        if !send(&mut tx, format_event(e)).await {
+                            return;
+                        }
                     }
                     last_write = Instant::now();
                 }
-                after = page.next.max(after);
+                Some(Err(e)) => {
+                    let body = e.body();
+                    let _ = send(&mut tx, format!("event: error\ndata: {body}\n\n")).await;
+                    return;
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep_until(last_write + keep_alive) => {
+                if !send(&mut tx, ": keep-alive\n\n".into()).await {
+                    return;
+                }
+                last_write = Instant::now();
             }
-            Err(e) if e.status.as_u16() == 503 => {
-                // The database is away: keep the stream and try again.
-                full_page = false;
-            }
-            Err(e) => {
-                let body = e.body();
-                let _ = send(&mut tx, format!("event: error\ndata: {body}\n\n")).await;
-                return;
-            }
-        }
-        if last_write.elapsed() >= keep_alive {
-            if !send(&mut tx, ": keep-alive\n\n".into()).await {
-                return;
-            }
-            last_write = Instant::now();
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -129,8 +129,13 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server over the shared test database, following the feed through the
+    /// backend's NOTIFY-driven subscription, as `ddms serve` does.
     pub async fn start(config: Config) -> TestServer {
-        TestServer::start_with(store(), config, ServeOptions::default()).await
+        let app = App::new(store(), &config);
+        let backend = db().backend.clone();
+        app.set_feed(move |scope, after| backend.subscribe(scope, after));
+        TestServer::serve_app(app, ServeOptions::default()).await
     }
 
     pub async fn start_with(store: Store, config: Config, options: ServeOptions) -> TestServer {
