@@ -138,11 +138,6 @@ impl TestServer {
         TestServer::serve_app(app, ServeOptions::default()).await
     }
 
-    pub async fn start_with(store: Store, config: Config, options: ServeOptions) -> TestServer {
-        let app = App::new(store, &config);
-        TestServer::serve_app(app, options).await
-    }
-
     pub async fn serve_app(app: App, options: ServeOptions) -> TestServer {
         let a = app.clone();
         tokio::task::spawn_blocking(move || a.ensure_mock_tenant())
