@@ -175,7 +175,16 @@ pub fn run_indexer(backend: &PgBackend, opts: &IndexerOptions) -> ddms_core::Res
     let jobs: Vec<JobRow> = s.query().load(&mut *conn).map_err(map_db)?;
     let mut report = IndexerReport::default();
     for job in jobs {
-        report.fields.push(run_job(&mut conn, job, opts));
+        let tenant = job.tenant_id;
+        let field = run_job(&mut conn, job, opts);
+        if matches!(
+            field.outcome,
+            FieldOutcome::Ready | FieldOutcome::Failed { .. }
+        ) {
+            // This process sees the new state at once (others within the schema cache TTL).
+            backend.types.forget_tenant(tenant);
+        }
+        report.fields.push(field);
     }
     Ok(report)
 }

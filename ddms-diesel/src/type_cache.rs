@@ -50,6 +50,10 @@ impl TypeCache {
         g.insert((tenant, t.name.to_string()), (t, Instant::now()));
     }
 
+    pub fn forget_tenant(&self, tenant: Uuid) {
+        self.entries.write().retain(|(t, _), _| *t != tenant);
+    }
+
     pub fn forget(&self, tenant: Uuid, name: &str) {
         self.entries.write().remove(&(tenant, name.to_string()));
     }
