@@ -17,51 +17,16 @@
 //! Printed: p50, p90, p99 and max, in milliseconds. Goal: p99 under 30 ms.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ddms_core::{Role, Scope, Store, TenantScope};
-use ddms_diesel::harness::PgCluster;
 use ddms_diesel::{migrate, PgBackend, PgConfig};
 use serde_json::json;
 
-struct Db {
-    url: String,
-    _cluster: Option<PgCluster>,
-    dir: Option<PathBuf>,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some(mut c) = self._cluster.take() {
-            let _ = c.stop();
-        }
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn database() -> Db {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.is_empty() {
-            return Db {
-                url,
-                _cluster: None,
-                dir: None,
-            };
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("ddms-bench-feed-{}", std::process::id()));
-    let cluster = PgCluster::start_persistent(&dir).expect("start PostgreSQL");
-    Db {
-        url: cluster.url().to_string(),
-        _cluster: Some(cluster),
-        dir: Some(dir),
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -181,7 +146,7 @@ fn scenario(
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let events = if full { 2000 } else { 50 };
-    let db = database();
+    let db = support::database("feed");
     migrate(&db.url).expect("migrate");
     let mut cfg = PgConfig::new(&db.url);
     cfg.pool_size = 32;

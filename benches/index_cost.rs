@@ -13,50 +13,15 @@
 //! library, as the RLS-bound app role: `Records::create` (one record per transaction),
 //! `Records::create_many` (1 000 records per transaction), `Records::query`.
 
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ddms_core::{IndexState, Query, Role, Scope, Store, TenantScope};
-use ddms_diesel::harness::PgCluster;
 use ddms_diesel::{migrate, run_indexer, IndexerOptions, PgBackend, PgConfig};
 use serde_json::{json, Value};
 
-struct Db {
-    url: String,
-    cluster: Option<PgCluster>,
-    dir: Option<PathBuf>,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.cluster.take() {
-            let _ = c.stop();
-        }
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn database() -> Db {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.is_empty() {
-            return Db {
-                url,
-                cluster: None,
-                dir: None,
-            };
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("ddms-bench-index-{}", std::process::id()));
-    let cluster = PgCluster::start_persistent(&dir).expect("start PostgreSQL");
-    Db {
-        url: cluster.url().to_string(),
-        cluster: Some(cluster),
-        dir: Some(dir),
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -211,7 +176,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 1_000_000 } else { 2_000 });
     let (singles, batches, runs) = if full { (500, 20, 40) } else { (20, 2, 5) };
-    let db = database();
+    let db = support::database("index");
     migrate(&db.url).expect("migrate");
     let mut cfg = PgConfig::new(&db.url);
     cfg.pool_size = 8;
