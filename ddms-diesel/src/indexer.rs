@@ -38,8 +38,6 @@
 //! The server calls [`run_indexer_once`] every `FIELD_INDEXER_INTERVAL_MS` on a
 //! blocking thread (or uses [`spawn_indexer`]); the CLI calls it once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ddms_core::{ConflictKind, Error as CoreError, TenantId};
@@ -189,58 +187,25 @@ pub fn run_indexer(backend: &PgBackend, opts: &IndexerOptions) -> ddms_core::Res
     Ok(report)
 }
 
-/// Handle of a background indexer thread (see [`spawn_indexer`]).
-#[derive(Debug)]
-pub struct IndexerHandle {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl IndexerHandle {
-    /// Stops the thread (after its current field) and waits for it.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for IndexerHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = &self.thread {
-            t.thread().unpark();
-        }
-    }
-}
+/// The background indexer thread (see [`spawn_indexer`]).
+pub type IndexerHandle = crate::periodic::Periodic;
 
 /// Runs [`run_indexer_once`] on a background thread every `interval` until the handle
 /// is stopped or dropped. Errors are logged (`tracing`), never fatal.
 pub fn spawn_indexer(backend: PgBackend, interval: Duration) -> IndexerHandle {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("ddms-indexer".into())
-        .spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match run_indexer_once(&backend) {
-                    Ok(r) => {
-                        for f in &r.fields {
-                            tracing::info!(
-                                tenant = %f.tenant, entity_type = ?f.entity_type, field = ?f.field,
-                                outcome = ?f.outcome, records = f.records_scanned, "field indexer"
-                            );
-                        }
-                    }
-                    Err(e) => tracing::warn!("field indexer: {e}"),
+    crate::periodic::Periodic::spawn("ddms-indexer", interval, move || {
+        match run_indexer_once(&backend) {
+            Ok(r) => {
+                for f in &r.fields {
+                    tracing::info!(
+                        tenant = %f.tenant, entity_type = ?f.entity_type, field = ?f.field,
+                        outcome = ?f.outcome, records = f.records_scanned, "field indexer"
+                    );
                 }
-                std::thread::park_timeout(interval);
             }
-        })
-        .ok();
-    IndexerHandle { stop, thread }
+            Err(e) => tracing::warn!("field indexer: {e}"),
+        }
+    })
 }
 
 #[derive(QueryableByName, Debug, Clone, Copy)]

@@ -27,6 +27,7 @@ pub mod harness;
 mod index;
 pub mod indexer;
 pub mod migrate;
+pub mod periodic;
 pub mod pool;
 mod record;
 mod relation;

@@ -163,3 +163,19 @@ fn bounds(c: &mut PgConnection, tenant: Uuid, older_than_secs: f64) -> TxResult<
         .ok_or_else(|| ddms_core::Error::not_found("tenant", tenant))?;
     Ok((r.horizon, r.target.unwrap_or(r.horizon).max(r.horizon)))
 }
+
+/// Prunes every tenant's events older than `keep` on a background thread, every
+/// `every`, until the handle is stopped or dropped. Errors are logged, never fatal.
+pub fn spawn_retention(
+    backend: PgBackend,
+    keep: Duration,
+    every: Duration,
+) -> crate::periodic::Periodic {
+    crate::periodic::Periodic::spawn("ddms-retention", every, move || {
+        match backend.prune_events(keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, older_than = ?keep, "event retention"),
+            Err(e) => tracing::warn!("event retention: {e}"),
+        }
+    })
+}

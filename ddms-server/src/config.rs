@@ -62,6 +62,9 @@ pub struct Config {
     pub mock_role: Role,
     /// `FIELD_INDEXER_INTERVAL_MS` (default 30000; 0 disables the background indexer).
     pub field_indexer_interval: Duration,
+    /// `EVENT_RETENTION_HOURS` (default 0: keep every event): events older than this
+    /// are pruned hourly; older cursors get `cursor_expired`.
+    pub event_retention: Duration,
     /// `DDMS_DATA_DIR`: data directory of the embedded cluster (default `.ddms/pgdata`).
     pub data_dir: PathBuf,
     /// `BODY_LIMIT_BYTES` (default 1 MiB).
@@ -236,6 +239,12 @@ impl Config {
         };
         let field_indexer_interval =
             Duration::from_millis(ms("FIELD_INDEXER_INTERVAL_MS", 30_000, 0)?);
+        let event_retention = match get("EVENT_RETENTION_HOURS") {
+            Some(v) => Duration::from_secs(
+                3600 * parse_num::<u64>("EVENT_RETENTION_HOURS", &v, 0, "a number of hours")?,
+            ),
+            None => Duration::ZERO,
+        };
         let statement_timeout_ms = ms("STATEMENT_TIMEOUT_MS", 30_000, 0)?;
         let db_connect_timeout_ms = ms("DB_CONNECT_TIMEOUT_MS", 5_000, 1)?;
         let request_timeout = Duration::from_millis(ms("REQUEST_TIMEOUT_MS", 60_000, 1)?);
@@ -294,6 +303,7 @@ impl Config {
             mock_user_id,
             mock_role,
             field_indexer_interval,
+            event_retention,
             data_dir,
             body_limit,
             db_pool_size,
@@ -333,6 +343,7 @@ mod tests {
         assert_eq!(c.mock_tenant_name, "Mock Tenant");
         assert_eq!(c.mock_role, Role::Admin);
         assert_eq!(c.field_indexer_interval, Duration::from_secs(30));
+        assert_eq!(c.event_retention, Duration::ZERO);
         assert_eq!(c.body_limit, 1 << 20);
         assert_eq!(c.data_dir, PathBuf::from(".ddms/pgdata"));
         assert_eq!(c.database_url, None);
@@ -366,6 +377,7 @@ mod tests {
         for (var, val) in [
             ("PORT", "http"),
             ("PORT", "70000"),
+            ("EVENT_RETENTION_HOURS", "a week"),
             ("MOCK_AUTH", "maybe"),
             ("MOCK_TENANT_ID", "not-a-uuid"),
             ("MOCK_ROLES", "root"),

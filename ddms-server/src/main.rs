@@ -129,9 +129,19 @@ fn run_serve(config: Config) -> Result<(), String> {
         tracing::info!(interval = ?config.field_indexer_interval, "field indexer running");
         ddms_diesel::spawn_indexer(db.backend().clone(), config.field_indexer_interval)
     });
+    let retention = (!config.event_retention.is_zero()).then(|| {
+        tracing::info!(keep = ?config.event_retention, "event retention running");
+        let every = config
+            .event_retention
+            .min(std::time::Duration::from_secs(3600));
+        ddms_diesel::retention::spawn_retention(db.backend().clone(), config.event_retention, every)
+    });
     let result = runtime.block_on(serve_db(&config, &db));
     if let Some(i) = indexer {
         i.stop();
+    }
+    if let Some(r) = retention {
+        r.stop();
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     db.close();
