@@ -144,7 +144,7 @@ pub fn schemas() -> Value {
             "additionalProperties": false,
             "required": ["name"],
             "properties": {
-                "id": uuid(),
+                "id": nullable(uuid()),
                 "name": {"type": "string", "minLength": 1, "maxLength": 200}
             },
             "example": {"id": "33333333-3333-3333-3333-333333333333", "name": "Acme"}
@@ -254,7 +254,7 @@ pub fn schemas() -> Value {
                 "filter": nullable(r("Filter")),
                 "sort": {"type": "array", "maxItems": 8, "items": r("SortKey")},
                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": true},
-                "cursor": {"type": "string", "nullable": true},
+                "cursor": {"type": "string", "minLength": 1, "nullable": true},
                 "fields": {"type": "array", "items": {"type": "string"}, "nullable": true}
             },
             "example": {"filter": {"field": "title", "op": "starts_with", "value": "Ap"},
@@ -301,8 +301,8 @@ pub fn schemas() -> Value {
             "required": ["name", "source", "target", "cardinality"],
             "properties": {
                 "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63},
-                "source": {"type": "string"},
-                "target": {"type": "string"},
+                "source": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63},
+                "target": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63},
                 "cardinality": {"type": "string", "enum": ["one_to_one", "one_to_many", "many_to_many"]},
                 "on_delete": {"type": "string", "enum": ["cascade", "restrict"]}
             },
@@ -328,7 +328,7 @@ pub fn schemas() -> Value {
             "additionalProperties": false,
             "required": ["type", "source_id", "target_id"],
             "properties": {
-                "type": {"type": "string"},
+                "type": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 63},
                 "source_id": uuid(),
                 "target_id": uuid(),
                 "data": {"type": "object", "nullable": true}
@@ -391,6 +391,7 @@ pub fn schemas() -> Value {
 fn param_schema(ty: ParamType) -> Value {
     match ty {
         ParamType::String => json!({"type": "string"}),
+        ParamType::NonEmpty => json!({"type": "string", "minLength": 1}),
         ParamType::Integer { min, max } => {
             json!({"type": "integer", "format": "int64", "minimum": min, "maximum": max})
         }
@@ -457,7 +458,11 @@ fn operation(route: &Route, mock_auth: bool) -> Value {
             responses.insert(
                 "200".into(),
                 json!({"description": "a stream of `id: <seq>`, `event: <kind>`, `data: <Event json>` messages",
-                       "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+                       "content": {"text/event-stream": {"schema": {
+                           "description": "one Server-Sent Event per change: `id` is the event's seq, `event` its kind, `data` the Event as JSON",
+                           "type": "object",
+                           "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"}}
+                       }}}}),
             );
         }
     }

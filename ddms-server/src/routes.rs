@@ -120,6 +120,8 @@ pub enum Endpoint {
 pub enum ParamType {
     /// A free string.
     String,
+    /// A string that must not be empty (filters, cursors).
+    NonEmpty,
     /// An integer in `min..=max`.
     Integer {
         /// Smallest value.
@@ -226,14 +228,14 @@ const LIMIT_RECORDS: QueryParam = QueryParam {
 };
 const CURSOR: QueryParam = QueryParam {
     name: "cursor",
-    ty: ParamType::String,
+    ty: ParamType::NonEmpty,
     description: "opaque cursor from the previous page's next_cursor",
 };
 
 const RECORD_LIST_PARAMS: &[QueryParam] = &[
     QueryParam {
         name: "filter",
-        ty: ParamType::String,
+        ty: ParamType::NonEmpty,
         description:
             "filter as URL-encoded JSON, e.g. {\"field\":\"age\",\"op\":\"gte\",\"value\":18}",
     },

@@ -50,9 +50,16 @@ pub fn format_event(e: &Event) -> String {
 }
 
 pub(crate) async fn stream(ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    // Both are checked, even though Last-Event-ID wins: a bad value is always an error.
+    let after_param = ctx.query_i64("after")?;
+    if after_param.is_some_and(|a| a < 0) {
+        return Err(ApiError::from(ddms_core::Error::InvalidCursor(
+            "event cursor must be a non-negative integer".into(),
+        )));
+    }
     let after = match ctx.last_event_id()? {
         Some(id) => id,
-        None => ctx.query_i64("after")?.unwrap_or(0),
+        None => after_param.unwrap_or(0),
     };
     let tenant = ctx.tenant()?;
     // The first page is read before answering, so that a bad cursor or an unavailable
