@@ -39,6 +39,13 @@ pub enum EventKind {
     /// A relation type was deleted.
     #[serde(rename = "relation_type.deleted")]
     RelationTypeDeleted,
+    /// A bulk load inserted many records of one entity type (or relations of one
+    /// relation type) in one statement, recorded as this one event instead of one event
+    /// per row (only when the loader asks for summary events). `subject_id` is the
+    /// entity or relation type; the payload holds `kind` (`records` or `relations`), the
+    /// type name, `count`, `first_id` and `last_id`.
+    #[serde(rename = "bulk.loaded")]
+    BulkLoaded,
 }
 
 impl EventKind {
@@ -55,6 +62,7 @@ impl EventKind {
             EventKind::RelationDeleted => "relation.deleted",
             EventKind::RelationTypeCreated => "relation_type.created",
             EventKind::RelationTypeDeleted => "relation_type.deleted",
+            EventKind::BulkLoaded => "bulk.loaded",
         }
     }
 

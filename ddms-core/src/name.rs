@@ -1,6 +1,7 @@
 //! Validated slugs used for entity types, fields and relation types.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,10 +15,16 @@ pub const MAX_NAME_LEN: usize = 63;
 pub const RESERVED_FIELD_NAMES: [&str; 3] = ["id", "created_at", "updated_at"];
 
 /// A validated slug: lower-case ASCII letter first, then letters, digits or `_`,
-/// at most 63 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Name(String);
+/// at most 63 characters. Shared, so that clones (checked filters and queries carry
+/// their field names) do not allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl Name {
     /// Checks `s` and wraps it.
@@ -36,7 +43,7 @@ impl Name {
         if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
             return Err("may contain only a-z, 0-9 and _".into());
         }
-        Ok(Name(s.to_string()))
+        Ok(Name(Arc::from(s)))
     }
 
     /// Checks `s` as a user field name (a slug that is not reserved).

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod bulk;
 pub mod embedded;
 pub mod error;
 mod feed;

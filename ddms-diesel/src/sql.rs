@@ -195,6 +195,22 @@ pub fn class_tag(c: ValueClass) -> &'static str {
     }
 }
 
+/// `((alias.data->>$key) COLLATE "C")` or `((alias.data->>$key)::type)`.
+fn render_json(out: &mut String, alias: &str, key: usize, class: ValueClass) {
+    out.push_str("((");
+    out.push_str(alias);
+    out.push_str(".data->>");
+    placeholder(out, key);
+    match class {
+        ValueClass::Text => out.push_str(") COLLATE \"C\")"),
+        c => {
+            out.push_str(")::");
+            out.push_str(class_table(c).1);
+            out.push(')');
+        }
+    }
+}
+
 /// Tells the compiler which fields have a usable (ready) field-value index.
 pub trait IndexLookup {
     /// The field id when `field` of entity type `type_id` has a ready index.
@@ -210,16 +226,18 @@ impl IndexLookup for NoIndexes {
     }
 }
 
-/// How a value is reached.
+/// How a value is reached (rendered straight into the output, without intermediate
+/// strings).
 enum Access {
-    /// A non-null column expression (system fields).
-    Column(String),
-    /// A joined field-value table column (`sN.v`), for sorted indexed fields.
-    Joined(String),
+    /// A non-null column of the record (system fields).
+    Column(SysField),
+    /// The joined field-value table column `sN.v` of sort join `N`, for sorted indexed
+    /// fields.
+    Joined(usize),
     /// Through the field-value index table, as a semi-join.
     Index { table: &'static str, field_id: Uuid },
-    /// Typed extraction from `data` (nullable expression).
-    Json(String),
+    /// Typed extraction from `data`; the field name is bind `$key` (nullable).
+    Json { key: usize, class: ValueClass },
 }
 
 /// The compiler's state: the SQL being built and the tenant placeholder.
@@ -240,12 +258,16 @@ pub struct Compiler<'a> {
 /// which is always correct, only not index-assisted.
 pub const MAX_INDEX_SUBQUERIES: usize = 8;
 
-fn sys_column(alias: &str, s: SysField) -> String {
+fn sys_name(s: SysField) -> &'static str {
     match s {
-        SysField::Id => format!("{alias}.id"),
-        SysField::CreatedAt => format!("{alias}.created_at"),
-        SysField::UpdatedAt => format!("{alias}.updated_at"),
+        SysField::Id => "id",
+        SysField::CreatedAt => "created_at",
+        SysField::UpdatedAt => "updated_at",
     }
+}
+
+fn sys_column(alias: &str, s: SysField) -> String {
+    format!("{alias}.{}", sys_name(s))
 }
 
 fn cmp_sql(op: CmpOp) -> &'static str {
@@ -257,6 +279,12 @@ fn cmp_sql(op: CmpOp) -> &'static str {
         CmpOp::Gt => ">",
         CmpOp::Gte => ">=",
     }
+}
+
+/// Appends `$n`.
+fn placeholder(out: &mut String, n: usize) {
+    out.push('$');
+    let _ = write!(out, "{n}");
 }
 
 /// The smallest string greater than every string starting with `p` (code-point order,
@@ -291,35 +319,48 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Adds a bind; returns its number.
+    fn bind_n(&mut self, b: Bind) -> usize {
+        self.sql.binds.push(b);
+        self.sql.binds.len()
+    }
+
+    /// Adds a bind and appends its placeholder to `out`.
+    fn param_into(&mut self, out: &mut String, b: Bind) {
+        let n = self.bind_n(b);
+        placeholder(out, n);
+    }
+
     fn json_expr(&mut self, alias: &str, name: &str, class: ValueClass) -> String {
-        let k = self.sql.param(Bind::Text(name.to_string()));
-        match class {
-            ValueClass::Text => format!("(({alias}.data->>{k}) COLLATE \"C\")"),
-            c => format!("(({alias}.data->>{k})::{})", class_table(c).1),
-        }
+        let key = self.bind_n(Bind::Text(name.to_string()));
+        let mut out = String::with_capacity(40);
+        render_json(&mut out, alias, key, class);
+        out
     }
 
     /// How to reach `target`: a column, an index, or (binding the field name) `data`.
-    fn access(&mut self, alias: &str, type_id: Uuid, target: &Target, top: bool) -> Access {
+    fn access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Access {
         match target {
-            Target::System(s) => Access::Column(sys_column(alias, *s)),
+            Target::System(s) => Access::Column(*s),
             Target::Field { name, kind, .. } => match self.indexed_access(type_id, target, top) {
                 Some(a) => a,
                 None => {
                     let class = kind.value_class().unwrap_or(ValueClass::Text);
-                    Access::Json(self.json_expr(alias, name.as_str(), class))
+                    let key = self.bind_n(Bind::Text(name.to_string()));
+                    Access::Json { key, class }
                 }
             },
         }
     }
 
     /// A column or `data` extraction, never an index.
-    fn plain_access(&mut self, alias: &str, target: &Target) -> Access {
+    fn plain_access(&mut self, target: &Target) -> Access {
         match target {
-            Target::System(s) => Access::Column(sys_column(alias, *s)),
+            Target::System(s) => Access::Column(*s),
             Target::Field { name, kind, .. } => {
                 let class = kind.value_class().unwrap_or(ValueClass::Text);
-                Access::Json(self.json_expr(alias, name.as_str(), class))
+                let key = self.bind_n(Bind::Text(name.to_string()));
+                Access::Json { key, class }
             }
         }
     }
@@ -331,12 +372,12 @@ impl<'a> Compiler<'a> {
         };
         let class = kind.value_class()?;
         if top {
-            if let Some((_, _, a)) = self
+            if let Some(i) = self
                 .joins
                 .iter()
-                .find(|(t, f, _)| *t == type_id && f == name.as_str())
+                .position(|(t, f, _)| *t == type_id && f == name.as_str())
             {
-                return Some(Access::Joined(format!("{a}.v")));
+                return Some(Access::Joined(i));
             }
         }
         if self.index_subqueries >= MAX_INDEX_SUBQUERIES {
@@ -350,68 +391,121 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    fn render(&self, out: &mut String, alias: &str, a: &Access) {
+        match a {
+            Access::Column(s) => {
+                out.push_str(alias);
+                out.push('.');
+                out.push_str(sys_name(*s));
+            }
+            Access::Joined(i) => {
+                out.push_str(&self.joins[*i].2);
+                out.push_str(".v");
+            }
+            Access::Json { key, class } => render_json(out, alias, *key, *class),
+            Access::Index { .. } => {}
+        }
+    }
+
     /// `alias.id IN (SELECT record_id FROM <fv> WHERE tenant, field AND <cond on x.v>)`.
     fn via_index(
         &mut self,
+        out: &mut String,
         alias: &str,
         table: &str,
         field_id: Uuid,
-        cond: impl FnOnce(&mut Self) -> String,
-    ) -> String {
-        let f = self.sql.param(Bind::Uuid(field_id));
-        let c = cond(self);
-        format!(
-            "{alias}.id IN (SELECT x.record_id FROM {table} x WHERE x.tenant_id = {} AND x.field_id = {f} AND {c})",
-            self.tenant
-        )
+        cond: impl FnOnce(&mut Self, &mut String),
+    ) {
+        let f = self.bind_n(Bind::Uuid(field_id));
+        out.push_str(alias);
+        out.push_str(".id IN (SELECT x.record_id FROM ");
+        out.push_str(table);
+        out.push_str(" x WHERE x.tenant_id = ");
+        out.push_str(&self.tenant);
+        out.push_str(" AND x.field_id = ");
+        placeholder(out, f);
+        out.push_str(" AND ");
+        cond(self, out);
+        out.push(')');
     }
 
     /// Compiles a filter over records aliased `alias` of entity type `type_id`. `top`
     /// is true while only `and`s separate the node from the root.
     pub fn filter(&mut self, f: &CheckedFilter, alias: &str, type_id: Uuid, top: bool) -> String {
+        let mut out = String::with_capacity(256);
+        self.filter_into(&mut out, f, alias, type_id, top);
+        out
+    }
+
+    /// [`Compiler::filter`], appending to `out`.
+    pub fn filter_into(
+        &mut self,
+        out: &mut String,
+        f: &CheckedFilter,
+        alias: &str,
+        type_id: Uuid,
+        top: bool,
+    ) {
         match f {
-            CheckedFilter::And(v) if v.is_empty() => "TRUE".into(),
-            CheckedFilter::Or(v) if v.is_empty() => "FALSE".into(),
-            CheckedFilter::And(v) => {
-                let parts: Vec<String> = v
-                    .iter()
-                    .map(|f| self.filter(f, alias, type_id, top))
-                    .collect();
-                format!("({})", parts.join(" AND "))
+            CheckedFilter::And(v) if v.is_empty() => out.push_str("TRUE"),
+            CheckedFilter::Or(v) if v.is_empty() => out.push_str("FALSE"),
+            CheckedFilter::And(v) | CheckedFilter::Or(v) => {
+                let (sep, top) = if matches!(f, CheckedFilter::And(_)) {
+                    (" AND ", top)
+                } else {
+                    (" OR ", false)
+                };
+                out.push('(');
+                for (i, g) in v.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(sep);
+                    }
+                    self.filter_into(out, g, alias, type_id, top);
+                }
+                out.push(')');
             }
-            CheckedFilter::Or(v) => {
-                let parts: Vec<String> = v
-                    .iter()
-                    .map(|f| self.filter(f, alias, type_id, false))
-                    .collect();
-                format!("({})", parts.join(" OR "))
+            CheckedFilter::Not(g) => {
+                out.push_str("(NOT ");
+                self.filter_into(out, g, alias, type_id, false);
+                out.push(')');
             }
-            CheckedFilter::Not(f) => format!("(NOT {})", self.filter(f, alias, type_id, false)),
             CheckedFilter::Compare { target, op, value } => {
                 // `<>` selects nearly everything: an index cannot help it.
                 let route = if *op == CmpOp::Ne {
-                    self.plain_access(alias, target)
+                    self.plain_access(target)
                 } else {
-                    self.access(alias, type_id, target, top)
+                    self.access(type_id, target, top)
                 };
                 let op = cmp_sql(*op);
                 match route {
+                    Access::Index { table, field_id } => {
+                        self.via_index(out, alias, table, field_id, |me, out| {
+                            out.push_str("x.v ");
+                            out.push_str(op);
+                            out.push(' ');
+                            me.param_into(out, Bind::scalar(value));
+                        })
+                    }
                     // Plain comparisons: system columns are never null, and a joined
                     // value is only used in the top-level AND chain, where NULL and
                     // false both exclude the row (and the plain form is index-usable).
-                    Access::Column(c) | Access::Joined(c) => {
-                        let v = self.sql.param(Bind::scalar(value));
-                        format!("({c} {op} {v})")
+                    ref a @ (Access::Column(_) | Access::Joined(_)) => {
+                        out.push('(');
+                        self.render(out, alias, a);
+                        out.push(' ');
+                        out.push_str(op);
+                        out.push(' ');
+                        self.param_into(out, Bind::scalar(value));
+                        out.push(')');
                     }
-                    Access::Index { table, field_id } => {
-                        self.via_index(alias, table, field_id, |me| {
-                            let v = me.sql.param(Bind::scalar(value));
-                            format!("x.v {op} {v}")
-                        })
-                    }
-                    Access::Json(e) => {
-                        let v = self.sql.param(Bind::scalar(value));
-                        format!("COALESCE({e} {op} {v}, false)")
+                    ref a @ Access::Json { .. } => {
+                        out.push_str("COALESCE(");
+                        self.render(out, alias, a);
+                        out.push(' ');
+                        out.push_str(op);
+                        out.push(' ');
+                        self.param_into(out, Bind::scalar(value));
+                        out.push_str(", false)");
                     }
                 }
             }
@@ -422,69 +516,106 @@ impl<'a> Compiler<'a> {
             } => {
                 let class = target.class().unwrap_or(ValueClass::Text);
                 let arr = Bind::array(class, values);
-                let test = |e: &str, p: &str| {
-                    if *negated {
-                        format!("{e} <> ALL({p})")
-                    } else {
-                        format!("{e} = ANY({p})")
-                    }
+                let (test, close) = if *negated {
+                    (" <> ALL(", ")")
+                } else {
+                    (" = ANY(", ")")
                 };
                 let route = if *negated {
-                    self.plain_access(alias, target)
+                    self.plain_access(target)
                 } else {
-                    self.access(alias, type_id, target, top)
+                    self.access(type_id, target, top)
                 };
                 match route {
-                    Access::Column(c) | Access::Joined(c) => {
-                        let p = self.sql.param(arr);
-                        format!("({})", test(&c, &p))
-                    }
-                    Access::Json(c) => {
-                        let p = self.sql.param(arr);
-                        format!("COALESCE({}, false)", test(&c, &p))
-                    }
                     Access::Index { table, field_id } => {
-                        self.via_index(alias, table, field_id, |me| {
-                            let p = me.sql.param(arr);
-                            test("x.v", &p)
+                        self.via_index(out, alias, table, field_id, |me, out| {
+                            out.push_str("x.v");
+                            out.push_str(test);
+                            me.param_into(out, arr);
+                            out.push_str(close);
                         })
+                    }
+                    ref a @ (Access::Column(_) | Access::Joined(_)) => {
+                        out.push('(');
+                        self.render(out, alias, a);
+                        out.push_str(test);
+                        self.param_into(out, arr);
+                        out.push_str(close);
+                        out.push(')');
+                    }
+                    ref a @ Access::Json { .. } => {
+                        out.push_str("COALESCE(");
+                        self.render(out, alias, a);
+                        out.push_str(test);
+                        self.param_into(out, arr);
+                        out.push_str(close);
+                        out.push_str(", false)");
                     }
                 }
             }
             CheckedFilter::Text { target, op, value } => {
-                let name = target.name().to_string();
                 let access = if *op == TextOp::StartsWith {
                     self.indexed_access(type_id, target, top)
                 } else {
                     None
                 };
-                let range = prefix_upper_bound(value);
-                match (access, op, range) {
-                    (Some(Access::Joined(c)), TextOp::StartsWith, Some(upper)) => {
-                        let lo = self.sql.param(Bind::Text(value.clone()));
-                        let hi = self.sql.param(Bind::Text(upper));
-                        format!("({c} >= {lo} AND {c} < {hi})")
+                let range = if access.is_some() {
+                    prefix_upper_bound(value)
+                } else {
+                    None
+                };
+                match (access, range) {
+                    (Some(a @ Access::Joined(_)), Some(upper)) => {
+                        out.push('(');
+                        self.render(out, alias, &a);
+                        out.push_str(" >= ");
+                        self.param_into(out, Bind::Text(value.clone()));
+                        out.push_str(" AND ");
+                        self.render(out, alias, &a);
+                        out.push_str(" < ");
+                        self.param_into(out, Bind::Text(upper));
+                        out.push(')');
                     }
-                    (Some(Access::Index { table, field_id }), TextOp::StartsWith, Some(upper)) => {
-                        self.via_index(alias, table, field_id, |me| {
-                            let lo = me.sql.param(Bind::Text(value.clone()));
-                            let hi = me.sql.param(Bind::Text(upper));
-                            format!("x.v >= {lo} AND x.v < {hi}")
+                    (Some(Access::Index { table, field_id }), Some(upper)) => {
+                        self.via_index(out, alias, table, field_id, |me, out| {
+                            out.push_str("x.v >= ");
+                            me.param_into(out, Bind::Text(value.clone()));
+                            out.push_str(" AND x.v < ");
+                            me.param_into(out, Bind::Text(upper));
                         })
                     }
                     _ => {
-                        let k = self.sql.param(Bind::Text(name));
-                        let v = self.sql.param(Bind::Text(value.clone()));
+                        let k = self.bind_n(Bind::Text(target.name().to_string()));
+                        let v = self.bind_n(Bind::Text(value.clone()));
+                        let field = |out: &mut String| {
+                            out.push_str(alias);
+                            out.push_str(".data->>");
+                            placeholder(out, k);
+                        };
                         match op {
                             TextOp::Contains => {
-                                format!("COALESCE(strpos({alias}.data->>{k}, {v}) > 0, false)")
+                                out.push_str("COALESCE(strpos(");
+                                field(out);
+                                out.push_str(", ");
+                                placeholder(out, v);
+                                out.push_str(") > 0, false)");
                             }
                             TextOp::StartsWith => {
-                                format!("COALESCE(starts_with({alias}.data->>{k}, {v}), false)")
+                                out.push_str("COALESCE(starts_with(");
+                                field(out);
+                                out.push_str(", ");
+                                placeholder(out, v);
+                                out.push_str("), false)");
                             }
                             TextOp::EndsWith => {
-                                let n = self.sql.param(Bind::Int4(value.chars().count() as i32));
-                                format!("COALESCE(right({alias}.data->>{k}, {n}) = {v}, false)")
+                                let n = self.bind_n(Bind::Int4(value.chars().count() as i32));
+                                out.push_str("COALESCE(right(");
+                                field(out);
+                                out.push_str(", ");
+                                placeholder(out, n);
+                                out.push_str(") = ");
+                                placeholder(out, v);
+                                out.push_str(", false)");
                             }
                         }
                     }
@@ -498,33 +629,56 @@ impl<'a> Compiler<'a> {
                     } => ddms_core::field::scalar_class(*k),
                     _ => ValueClass::Text,
                 };
-                let k = self.sql.param(Bind::Text(target.name().to_string()));
-                let v = self.sql.param(Bind::scalar(value));
-                let e = match item {
-                    ValueClass::Text => "(e.v COLLATE \"C\")".to_string(),
-                    c => format!("(e.v)::{}", class_table(c).1),
-                };
-                format!(
-                    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof({alias}.data->{k}) = 'array' THEN {alias}.data->{k} END) AS e(v) WHERE {e} = {v})"
-                )
+                let k = self.bind_n(Bind::Text(target.name().to_string()));
+                let v = self.bind_n(Bind::scalar(value));
+                out.push_str(
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(",
+                );
+                out.push_str(alias);
+                out.push_str(".data->");
+                placeholder(out, k);
+                out.push_str(") = 'array' THEN ");
+                out.push_str(alias);
+                out.push_str(".data->");
+                placeholder(out, k);
+                out.push_str(" END) AS e(v) WHERE ");
+                match item {
+                    ValueClass::Text => out.push_str("(e.v COLLATE \"C\")"),
+                    c => {
+                        out.push_str("(e.v)::");
+                        out.push_str(class_table(c).1);
+                    }
+                }
+                out.push_str(" = ");
+                placeholder(out, v);
+                out.push(')');
             }
             CheckedFilter::JsonEq {
                 target,
                 negated,
                 value,
             } => {
-                let k = self.sql.param(Bind::Text(target.name().to_string()));
-                let v = self.sql.param(Bind::Json(value.clone()));
-                let op = if *negated { "<>" } else { "=" };
-                format!("COALESCE({alias}.data->{k} {op} {v}, false)")
+                let k = self.bind_n(Bind::Text(target.name().to_string()));
+                let v = self.bind_n(Bind::Json(value.clone()));
+                out.push_str("COALESCE(");
+                out.push_str(alias);
+                out.push_str(".data->");
+                placeholder(out, k);
+                out.push_str(if *negated { " <> " } else { " = " });
+                placeholder(out, v);
+                out.push_str(", false)");
             }
             CheckedFilter::IsNull { target, is_null } => {
-                let k = self.sql.param(Bind::Text(target.name().to_string()));
-                if *is_null {
-                    format!("({alias}.data->{k} IS NULL)")
+                let k = self.bind_n(Bind::Text(target.name().to_string()));
+                out.push('(');
+                out.push_str(alias);
+                out.push_str(".data->");
+                placeholder(out, k);
+                out.push_str(if *is_null {
+                    " IS NULL)"
                 } else {
-                    format!("({alias}.data->{k} IS NOT NULL)")
-                }
+                    " IS NOT NULL)"
+                });
             }
             CheckedFilter::Related {
                 relation_type,
@@ -540,17 +694,19 @@ impl<'a> Compiler<'a> {
                 } else {
                     ("source_id", "target_id")
                 };
-                let t = self.tenant.clone();
-                let n = self.sql.param(Bind::Text(relation_type.to_string()));
-                let inner = match filter {
-                    Some(f) => self.filter(f, &o, other.id, false),
-                    None => "TRUE".into(),
-                };
-                format!(
+                let n = self.bind_n(Bind::Text(relation_type.to_string()));
+                let t = &self.tenant;
+                let _ = write!(
+                    out,
                     "EXISTS (SELECT 1 FROM relations {e} JOIN records {o} ON {o}.tenant_id = {e}.tenant_id AND {o}.id = {e}.{there} \
                      WHERE {e}.tenant_id = {t} AND {e}.{here} = {alias}.id \
-                     AND {e}.relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = {t} AND rt.name = {n}) AND {inner})"
-                )
+                     AND {e}.relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = {t} AND rt.name = ${n}) AND "
+                );
+                match filter {
+                    Some(g) => self.filter_into(out, g, &o, other.id, false),
+                    None => out.push_str("TRUE"),
+                }
+                out.push(')');
             }
         }
     }

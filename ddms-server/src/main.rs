@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use ddms_server::{serve, shutdown_signal, App, Config, Database, StartupError};
 use tokio::net::TcpListener;
 
+mod seed;
+
 /// DDMS: multi-tenant data whose shape is defined at run time.
 ///
 /// Configuration comes from the environment and an optional `.env` file (DATABASE_URL,
@@ -35,6 +37,9 @@ enum Command {
     },
     /// Apply pending database migrations and exit (idempotent).
     Migrate,
+    /// Load the demo workload (1M records, 1.2M relations) into the demo tenant,
+    /// replacing it; one transaction (Ctrl-C rolls back), then ANALYZE.
+    Seed(seed::SeedArgs),
     /// Run the field indexer once: backfill every field index declared on a type that
     /// already had records (the server also does this every FIELD_INDEXER_INTERVAL_MS).
     Index,
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
             }
             run_serve(config)
         }
+        Command::Seed(args) => seed::run_cli(&config, &args),
         Command::Migrate => Database::migrate(&config)
             .map(|()| tracing::info!("migrations are up to date"))
             .map_err(|e| startup_message(&e)),

@@ -75,6 +75,7 @@ const EVENT_KINDS: &[&str] = &[
     "relation.deleted",
     "relation_type.created",
     "relation_type.deleted",
+    "bulk.loaded",
 ];
 
 /// The component schemas (bodies of requests and responses).

@@ -116,6 +116,46 @@ pub enum Filter {
     },
 }
 
+/// A position in a filter (`$.and[2].value`), rendered only when an error message needs
+/// it: building path strings for every node would cost more than parsing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Path<'a> {
+    /// `$`
+    Root,
+    /// `<parent>.<key>`
+    Key(&'a Path<'a>, &'static str),
+    /// `<parent>[<i>]`
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    /// `self.key`
+    pub(crate) fn key(&'a self, k: &'static str) -> Path<'a> {
+        Path::Key(self, k)
+    }
+
+    /// `self[i]`
+    pub(crate) fn index(&'a self, i: usize) -> Path<'a> {
+        Path::Index(self, i)
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => f.write_str("$"),
+            Path::Key(p, k) => write!(f, "{p}.{k}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+        }
+    }
+}
+
+impl From<Path<'_>> for String {
+    fn from(p: Path<'_>) -> String {
+        p.to_string()
+    }
+}
+
 struct Parser {
     clauses: usize,
 }
@@ -132,31 +172,32 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 impl Parser {
-    fn node(&mut self, v: &Value, path: &str, depth: usize) -> Result<Filter> {
+    fn node(&mut self, v: Value, path: Path<'_>, depth: usize) -> Result<Filter> {
         if depth > MAX_DEPTH {
             return Err(Error::filter(
                 path,
                 format!("filter is nested deeper than {MAX_DEPTH} levels"),
             ));
         }
-        let Value::Object(o) = v else {
-            return Err(Error::filter(
-                path,
-                format!("expected an object, got {}", kind_of(v)),
-            ));
+        let mut o = match v {
+            Value::Object(o) => o,
+            other => {
+                return Err(Error::filter(
+                    path,
+                    format!("expected an object, got {}", kind_of(&other)),
+                ))
+            }
         };
         for key in ["and", "or"] {
-            if let Some(list) = o.get(key) {
-                only_key(o, key, path)?;
+            if let Some(list) = o.remove(key) {
+                only_key(o.len() + 1, key, path)?;
+                let kp = path.key(key);
                 let Value::Array(items) = list else {
-                    return Err(Error::filter(
-                        format!("{path}.{key}"),
-                        "expected a list of filters",
-                    ));
+                    return Err(Error::filter(kp, "expected a list of filters"));
                 };
                 let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    out.push(self.node(item, &format!("{path}.{key}[{i}]"), depth + 1)?);
+                for (i, item) in items.into_iter().enumerate() {
+                    out.push(self.node(item, kp.index(i), depth + 1)?);
                 }
                 return Ok(if key == "and" {
                     Filter::And(out)
@@ -165,19 +206,19 @@ impl Parser {
                 });
             }
         }
-        if let Some(inner) = o.get("not") {
-            only_key(o, "not", path)?;
+        if let Some(inner) = o.remove("not") {
+            only_key(o.len() + 1, "not", path)?;
             return Ok(Filter::Not(Box::new(self.node(
                 inner,
-                &format!("{path}.not"),
+                path.key("not"),
                 depth + 1,
             )?)));
         }
-        if let Some(rel) = o.get("related") {
-            only_key(o, "related", path)?;
+        if let Some(rel) = o.remove("related") {
+            only_key(o.len() + 1, "related", path)?;
             self.count(path)?;
-            let rp = format!("{path}.related");
-            let Value::Object(r) = rel else {
+            let rp = path.key("related");
+            let Value::Object(mut r) = rel else {
                 return Err(Error::filter(
                     rp,
                     "expected an object with `type`, `direction` and `where`",
@@ -186,16 +227,16 @@ impl Parser {
             for k in r.keys() {
                 if !matches!(k.as_str(), "type" | "direction" | "where") {
                     return Err(Error::filter(
-                        &rp,
+                        rp,
                         format!("unknown key `{}`", crate::name::truncate(k, 40)),
                     ));
                 }
             }
-            let relation_type = match r.get("type") {
-                Some(Value::String(s)) => s.clone(),
+            let relation_type = match r.remove("type") {
+                Some(Value::String(s)) => s,
                 _ => {
                     return Err(Error::filter(
-                        format!("{rp}.type"),
+                        rp.key("type"),
                         "expected the relation type name",
                     ))
                 }
@@ -205,15 +246,12 @@ impl Parser {
                 Some(Value::String(s)) if s == "out" => Direction::Out,
                 Some(Value::String(s)) if s == "in" => Direction::In,
                 Some(_) => {
-                    return Err(Error::filter(
-                        format!("{rp}.direction"),
-                        "expected `out` or `in`",
-                    ))
+                    return Err(Error::filter(rp.key("direction"), "expected `out` or `in`"))
                 }
             };
-            let filter = match r.get("where") {
+            let filter = match r.remove("where") {
                 None | Some(Value::Null) => None,
-                Some(w) => Some(Box::new(self.node(w, &format!("{rp}.where"), depth + 1)?)),
+                Some(w) => Some(Box::new(self.node(w, rp.key("where"), depth + 1)?)),
             };
             return Ok(Filter::Related {
                 relation_type,
@@ -233,14 +271,9 @@ impl Parser {
                 ));
             }
         }
-        let field = match o.get("field") {
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => {
-                return Err(Error::filter(
-                    format!("{path}.field"),
-                    "expected a field name",
-                ))
-            }
+        let field = match o.remove("field") {
+            Some(Value::String(s)) => s,
+            Some(_) => return Err(Error::filter(path.key("field"), "expected a field name")),
             None => {
                 return Err(Error::filter(
                     path,
@@ -251,24 +284,24 @@ impl Parser {
         let op = match o.get("op") {
             Some(Value::String(s)) => Op::parse(s).ok_or_else(|| {
                 Error::filter(
-                    format!("{path}.op"),
+                    path.key("op"),
                     format!(
                         "unknown operator `{}`: expected one of eq, ne, lt, lte, gt, gte, in, not_in, contains, starts_with, ends_with, is_null, exists",
                         crate::name::truncate(s, 40)
                     ),
                 )
             })?,
-            _ => return Err(Error::filter(format!("{path}.op"), "expected an operator name")),
+            _ => return Err(Error::filter(path.key("op"), "expected an operator name")),
         };
-        let value = match (o.get("value"), op) {
-            (Some(v), _) => v.clone(),
+        let value = match (o.remove("value"), op) {
+            (Some(v), _) => v,
             (None, Op::IsNull | Op::Exists) => Value::Bool(true),
-            (None, _) => return Err(Error::filter(format!("{path}.value"), "missing `value`")),
+            (None, _) => return Err(Error::filter(path.key("value"), "missing `value`")),
         };
         Ok(Filter::Pred { field, op, value })
     }
 
-    fn count(&mut self, path: &str) -> Result<()> {
+    fn count(&mut self, path: Path<'_>) -> Result<()> {
         self.clauses += 1;
         if self.clauses > MAX_CLAUSES {
             return Err(Error::filter(
@@ -280,8 +313,9 @@ impl Parser {
     }
 }
 
-fn only_key(o: &Map<String, Value>, key: &str, path: &str) -> Result<()> {
-    if o.len() != 1 {
+/// `len` is the object's key count.
+fn only_key(len: usize, key: &str, path: Path<'_>) -> Result<()> {
+    if len != 1 {
         return Err(Error::filter(
             path,
             format!("`{key}` must be the only key of its object"),
@@ -293,14 +327,19 @@ fn only_key(o: &Map<String, Value>, key: &str, path: &str) -> Result<()> {
 impl Filter {
     /// Parses the JSON form, enforcing the depth and clause bounds.
     pub fn from_json(v: &Value) -> Result<Filter> {
-        Parser { clauses: 0 }.node(v, "$", 1)
+        Filter::from_json_value(v.clone())
+    }
+
+    /// [`Filter::from_json`] on an owned value (no copies of the operands).
+    pub fn from_json_value(v: Value) -> Result<Filter> {
+        Parser { clauses: 0 }.node(v, Path::Root, 1)
     }
 
     /// Parses JSON text (e.g. a URL query parameter).
     pub fn from_json_str(s: &str) -> Result<Filter> {
         let v: Value = serde_json::from_str(s)
             .map_err(|e| Error::filter("$", format!("filter is not valid JSON: {e}")))?;
-        Filter::from_json(&v)
+        Filter::from_json_value(v)
     }
 
     /// The JSON form.
@@ -348,6 +387,6 @@ impl Serialize for Filter {
 impl<'de> Deserialize<'de> for Filter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        Filter::from_json(&v).map_err(serde::de::Error::custom)
+        Filter::from_json_value(v).map_err(serde::de::Error::custom)
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::ast::{Filter, Op, MAX_CLAUSES, MAX_DEPTH, MAX_IN_VALUES};
+use super::ast::{Filter, Op, Path, MAX_CLAUSES, MAX_DEPTH, MAX_IN_VALUES};
 use crate::entity_type::EntityType;
 use crate::error::{Error, Result};
 use crate::field::{parse_date, parse_datetime, FieldKind, ValueClass};
@@ -311,12 +311,12 @@ pub trait SchemaLookup {
 /// The depth and clause bounds are enforced here too, not only by the JSON parser, so
 /// that a filter built in code cannot reach a backend unbounded.
 pub fn check(ty: &EntityType, f: &Filter, schema: &dyn SchemaLookup) -> Result<CheckedFilter> {
-    bounds(f, "$", 1, &mut 0)?;
-    node(ty, f, schema, "$")
+    bounds(f, Path::Root, 1, &mut 0)?;
+    node(ty, f, schema, Path::Root)
 }
 
 /// The parser's depth and clause limits, on an already built AST.
-fn bounds(f: &Filter, path: &str, depth: usize, clauses: &mut usize) -> Result<()> {
+fn bounds(f: &Filter, path: Path<'_>, depth: usize, clauses: &mut usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::filter(
             path,
@@ -340,17 +340,21 @@ fn bounds(f: &Filter, path: &str, depth: usize, clauses: &mut usize) -> Result<(
             } else {
                 "or"
             };
+            let kp = path.key(key);
             for (i, g) in v.iter().enumerate() {
-                bounds(g, &format!("{path}.{key}[{i}]"), depth + 1, clauses)?;
+                bounds(g, kp.index(i), depth + 1, clauses)?;
             }
             Ok(())
         }
-        Filter::Not(g) => bounds(g, &format!("{path}.not"), depth + 1, clauses),
+        Filter::Not(g) => bounds(g, path.key("not"), depth + 1, clauses),
         Filter::Pred { .. } => count(clauses),
         Filter::Related { filter, .. } => {
             count(clauses)?;
             match filter {
-                Some(g) => bounds(g, &format!("{path}.related.where"), depth + 1, clauses),
+                Some(g) => {
+                    let rp = path.key("related");
+                    bounds(g, rp.key("where"), depth + 1, clauses)
+                }
                 None => Ok(()),
             }
         }
@@ -361,31 +365,35 @@ fn node(
     ty: &EntityType,
     f: &Filter,
     schema: &dyn SchemaLookup,
-    path: &str,
+    path: Path<'_>,
 ) -> Result<CheckedFilter> {
     Ok(match f {
-        Filter::And(v) => CheckedFilter::And(
-            v.iter()
-                .enumerate()
-                .map(|(i, f)| node(ty, f, schema, &format!("{path}.and[{i}]")))
-                .collect::<Result<_>>()?,
-        ),
-        Filter::Or(v) => CheckedFilter::Or(
-            v.iter()
-                .enumerate()
-                .map(|(i, f)| node(ty, f, schema, &format!("{path}.or[{i}]")))
-                .collect::<Result<_>>()?,
-        ),
-        Filter::Not(f) => {
-            CheckedFilter::Not(Box::new(node(ty, f, schema, &format!("{path}.not"))?))
+        Filter::And(v) => {
+            let kp = path.key("and");
+            CheckedFilter::And(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, f)| node(ty, f, schema, kp.index(i)))
+                    .collect::<Result<_>>()?,
+            )
         }
+        Filter::Or(v) => {
+            let kp = path.key("or");
+            CheckedFilter::Or(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, f)| node(ty, f, schema, kp.index(i)))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        Filter::Not(f) => CheckedFilter::Not(Box::new(node(ty, f, schema, path.key("not"))?)),
         Filter::Pred { field, op, value } => predicate(ty, field, *op, value, path)?,
         Filter::Related {
             relation_type,
             direction,
             filter,
         } => {
-            let rp = format!("{path}.related");
+            let rp = path.key("related");
             let name = Name::parse(relation_type).map_err(|m| {
                 Error::filter(
                     format!("{rp}.type"),
@@ -424,7 +432,7 @@ fn node(
             }
             let other = schema.entity_type(there)?;
             let filter = match filter {
-                Some(f) => Some(Box::new(node(&other, f, schema, &format!("{rp}.where"))?)),
+                Some(f) => Some(Box::new(node(&other, f, schema, rp.key("where"))?)),
                 None => None,
             };
             CheckedFilter::Related {
@@ -453,7 +461,7 @@ fn expected(class: ValueClass) -> &'static str {
     }
 }
 
-fn operand(target: &Target, class: ValueClass, v: &Value, path: &str) -> Result<Scalar> {
+fn operand(target: &Target, class: ValueClass, v: &Value, path: Path<'_>) -> Result<Scalar> {
     let s = Scalar::from_json(class, v).ok_or_else(|| {
         Error::filter(
             path,
@@ -497,7 +505,7 @@ fn predicate(
     field: &str,
     op: Op,
     value: &Value,
-    path: &str,
+    path: Path<'_>,
 ) -> Result<CheckedFilter> {
     let target = Target::resolve(ty, field).ok_or_else(|| {
         Error::filter(
@@ -505,7 +513,7 @@ fn predicate(
             format!("unknown field `{}` on {}", truncate(field, 60), ty.name),
         )
     })?;
-    let vpath = format!("{path}.value");
+    let vpath = path.key("value");
     let not_for = || {
         let kind = match &target {
             Target::System(s) => if *s == SysField::Id {
@@ -594,7 +602,7 @@ fn predicate(
             {
                 return Err(not_for());
             }
-            let value = operand(&target, class, value, &vpath)?;
+            let value = operand(&target, class, value, vpath)?;
             let op = match op {
                 Op::Eq => CmpOp::Eq,
                 Op::Ne => CmpOp::Ne,
@@ -630,7 +638,7 @@ fn predicate(
             let values = items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| operand(&target, class, v, &format!("{vpath}[{i}]")))
+                .map(|(i, v)| operand(&target, class, v, vpath.index(i)))
                 .collect::<Result<Vec<_>>>()?;
             CheckedFilter::In {
                 target,
@@ -642,7 +650,7 @@ fn predicate(
             let item = list_item.unwrap_or(ValueClass::Text);
             let value = Scalar::from_json(item, value).ok_or_else(|| {
                 Error::filter(
-                    &vpath,
+                    vpath,
                     format!(
                         "`{}` holds items that are {}",
                         target.name(),
@@ -656,7 +664,7 @@ fn predicate(
             if !textual {
                 return Err(not_for());
             }
-            let Scalar::Text(value) = operand(&target, ValueClass::Text, value, &vpath)? else {
+            let Scalar::Text(value) = operand(&target, ValueClass::Text, value, vpath)? else {
                 return Err(not_for());
             };
             if value.is_empty() {

@@ -1,6 +1,7 @@
 //! Integration tests of the PostgreSQL backend against a real PostgreSQL (a throwaway
 //! cluster started by the harness, or DATABASE_URL). One test binary, several modules.
 
+mod bulk;
 mod common;
 mod conformance;
 mod feed;

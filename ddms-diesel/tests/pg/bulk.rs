@@ -1,0 +1,378 @@
+//! The bulk loader: binary COPY into staging, INSERT ... SELECT under RLS, one
+//! transaction; the exclusive path rebuilds exactly the indexes it dropped.
+
+use ddms_core::{
+    Cardinality, ConflictKind, EntityTypeDef, Error, NewEntityType, NewRelationType, OnDelete,
+    Query, RelationTypeDef, Role, Scope, Store, TenantId,
+};
+use ddms_diesel::bulk::{
+    ordered_uuid, BulkLoad, BulkOptions, Chunk, IndexPath, RecordEncoder, RelationEncoder,
+};
+use ddms_diesel::{harness, migrate, PgBackend, PgConfig};
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::{BigInt, Text};
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use serde_json::json;
+use uuid::Uuid;
+
+fn fresh() -> (String, Store) {
+    let url = harness::fresh_database("bulk").expect("database");
+    migrate(&url).expect("migrate");
+    let store = Store::new(PgBackend::connect(&PgConfig::new(&url)).expect("connect"));
+    (url, store)
+}
+
+fn item_type() -> EntityTypeDef {
+    serde_json::from_value::<NewEntityType>(json!({
+        "name": "item",
+        "fields": [
+            {"name": "code", "kind": "text", "required": true, "unique": true},
+            {"name": "n", "kind": "integer", "indexed": true},
+            {"name": "price", "kind": "number", "indexed": true},
+            {"name": "note", "kind": "text", "default": "none"}
+        ]
+    }))
+    .unwrap()
+    .check()
+    .unwrap()
+}
+
+fn link(name: &str, c: Cardinality) -> RelationTypeDef {
+    NewRelationType {
+        name: name.into(),
+        source: "item".into(),
+        target: "item".into(),
+        cardinality: c,
+        on_delete: OnDelete::Cascade,
+    }
+    .check()
+    .unwrap()
+}
+
+fn id(i: u64) -> Uuid {
+    ordered_uuid(1_700_000_000_000 + i, u128::from(i) * 7919)
+}
+
+fn items(ty: &ddms_core::EntityType, range: std::ops::Range<u64>) -> Vec<ddms_core::Result<Chunk>> {
+    let mut enc = RecordEncoder::new(ty);
+    let mut out = Vec::new();
+    for i in range {
+        enc.push(
+            id(i),
+            &json!({"code": format!("c{i}"), "n": i, "price": i as f64 / 2.0}),
+        )
+        .unwrap();
+        if enc.rows() == 50 {
+            out.push(Ok(enc.take()));
+        }
+    }
+    out.push(Ok(enc.take()));
+    out
+}
+
+#[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DefRow {
+    #[diesel(sql_type = Text)]
+    def: String,
+}
+
+/// Every index and constraint definition of the bulk tables.
+fn definitions(url: &str) -> Vec<String> {
+    let mut c = PgConnection::establish(url).unwrap();
+    let mut rows: Vec<DefRow> = diesel::sql_query(
+        "SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i \
+         WHERE i.indrelid::regclass::text = ANY('{records,relations,events,fv_text,fv_int,fv_float,fv_bool,fv_date,fv_ts,fv_uuid}') \
+         UNION ALL SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid::regclass::text = ANY('{records,relations,events,fv_text,fv_int,fv_float,fv_bool,fv_date,fv_ts,fv_uuid}')",
+    )
+    .load(&mut c)
+    .unwrap();
+    rows.sort();
+    rows.into_iter().map(|r| r.def).collect()
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Rows of `tenant` in `table`, counted as the app role under RLS.
+fn count(url: &str, tenant: Uuid, table: &str) -> i64 {
+    let mut c = PgConnection::establish(url).unwrap();
+    c.batch_execute("SET ROLE ddms_app").unwrap();
+    c.transaction::<_, diesel::result::Error, _>(|c| {
+        diesel::sql_query(format!(
+            "SELECT set_config('ddms.tenant_id', '{tenant}', true)"
+        ))
+        .execute(c)?;
+        let r: Vec<N> = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}")).load(c)?;
+        Ok(r[0].n)
+    })
+    .unwrap()
+}
+
+#[test]
+fn exclusive_load_rebuilds_exactly_what_it_dropped() {
+    let (url, store) = fresh();
+    let before = definitions(&url);
+    let tenant = Uuid::new_v4();
+    let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    assert_eq!(load.index_path(), &IndexPath::Rebuilt);
+    assert!(!load.reset_tenant("Bulk").unwrap());
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let next = load
+        .create_relation_type(&link("next", Cardinality::OneToOne))
+        .unwrap();
+    let likes = load
+        .create_relation_type(&link("likes", Cardinality::ManyToMany))
+        .unwrap();
+    assert_eq!(load.copy_records(&ty, items(&ty, 0..300)).unwrap(), 300);
+    let mut enc = RelationEncoder::new(&next);
+    for i in 0..299 {
+        enc.push(id(10_000 + i), id(i), id(i + 1));
+    }
+    assert_eq!(load.copy_relations(&next, [Ok(enc.take())]).unwrap(), 299);
+    let mut enc = RelationEncoder::new(&likes);
+    for i in 0..300 {
+        enc.push(id(20_000 + i), id(i), id((i * 7) % 300));
+        enc.push(id(30_000 + i), id(i), id((i * 7 + 1) % 300));
+    }
+    assert_eq!(load.copy_relations(&likes, [Ok(enc.take())]).unwrap(), 600);
+    let report = load.commit().unwrap();
+    assert_eq!((report.records, report.relations), (300, 899));
+    assert_eq!(
+        definitions(&url),
+        before,
+        "indexes and constraints are back as they were"
+    );
+
+    // Triggers ran: one event per row, field-value rows for the three indexed fields.
+    assert_eq!(count(&url, tenant, "records"), 300);
+    assert_eq!(count(&url, tenant, "relations"), 899);
+    assert_eq!(count(&url, tenant, "events"), 300 + 899 + 1 + 2);
+    assert_eq!(count(&url, tenant, "fv_text"), 300);
+    assert_eq!(count(&url, tenant, "fv_int"), 300);
+    assert_eq!(count(&url, tenant, "fv_float"), 300);
+    // Nothing leaked to another tenant's view.
+    assert_eq!(count(&url, Uuid::new_v4(), "records"), 0);
+
+    // The library reads it, defaults applied, through the field indexes.
+    let t = store.tenant(Scope::new(TenantId(tenant), "reader", Role::Admin));
+    let q: Query = serde_json::from_value(json!({
+        "filter": {"and": [{"field": "n", "op": "gte", "value": 100},
+                           {"related": {"type": "next", "direction": "out",
+                                        "where": {"field": "code", "op": "eq", "value": "c150"}}}]}
+    }))
+    .unwrap();
+    let page = t.records("item").unwrap().query(&q).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].data["code"], "c149");
+    assert_eq!(page.items[0].data["note"], "none");
+    let events = t.events(0, Some(10)).unwrap();
+    assert_eq!(
+        events.events[0].kind,
+        ddms_core::EventKind::EntityTypeCreated
+    );
+    assert!(events.events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+
+    // Unique fields are still unique for single writes afterwards.
+    let err = t
+        .records("item")
+        .unwrap()
+        .create(&json!({"code": "c7"}))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Unique,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_duplicate_unique_value_aborts_everything_and_restores_the_indexes() {
+    let (url, _) = fresh();
+    let before = definitions(&url);
+    let tenant = Uuid::new_v4();
+    let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    load.reset_tenant("Dup").unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let mut enc = RecordEncoder::new(&ty);
+    enc.push(id(1), &json!({"code": "same"})).unwrap();
+    enc.push(id(2), &json!({"code": "same"})).unwrap();
+    load.copy_records(&ty, [Ok(enc.take())]).unwrap();
+    let err = load.commit().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Unique,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(definitions(&url), before);
+    assert_eq!(
+        count(&url, tenant, "tenants"),
+        0,
+        "nothing of the load is visible"
+    );
+}
+
+#[test]
+fn dropping_the_load_rolls_it_back() {
+    let (url, store) = fresh();
+    let tenant = Uuid::new_v4();
+    {
+        let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+        load.reset_tenant("Gone").unwrap();
+        let ty = load.create_entity_type(&item_type()).unwrap();
+        load.copy_records(&ty, items(&ty, 0..100)).unwrap();
+        // Interrupted here: never committed.
+    }
+    assert!(store.get_tenant(TenantId(tenant)).is_err());
+    assert_eq!(count(&url, tenant, "records"), 0);
+    // And the next load starts clean, on the exclusive path again.
+    let load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    assert_eq!(load.index_path(), &IndexPath::Rebuilt);
+}
+
+#[test]
+fn with_another_tenants_data_indexes_are_maintained_and_rules_still_hold() {
+    let (url, store) = fresh();
+    let other = store.create_tenant(None, "Other").unwrap();
+    let o = store.tenant(Scope::new(other.id, "o", Role::Admin));
+    o.create_entity_type(
+        &serde_json::from_value(
+            json!({"name": "item", "fields": [{"name": "code", "kind": "text", "unique": true}]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    o.records("item")
+        .unwrap()
+        .create(&json!({"code": "c1"}))
+        .unwrap();
+
+    let tenant = Uuid::new_v4();
+    let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    assert!(
+        matches!(load.index_path(), IndexPath::Maintained(why) if why.contains("other tenant"))
+    );
+    load.reset_tenant("Mine").unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    // The same unique value as the other tenant's record: fine, uniqueness is per tenant.
+    load.copy_records(&ty, items(&ty, 0..20)).unwrap();
+    let one = load
+        .create_relation_type(&link("parent", Cardinality::OneToMany))
+        .unwrap();
+    let mut enc = RelationEncoder::new(&one);
+    enc.push(id(100), id(1), id(5));
+    enc.push(id(101), id(2), id(5)); // a second source for target 5: one_to_many forbids it
+    let err = load.copy_relations(&one, [Ok(enc.take())]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Cardinality,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    drop(load);
+    assert_eq!(
+        o.records("item")
+            .unwrap()
+            .query(&Query::default())
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(store.get_tenant(TenantId(tenant)).is_err());
+}
+
+#[test]
+fn relation_ends_must_exist_with_the_right_type_and_may_predate_the_load() {
+    let (url, store) = fresh();
+    let tenant = Uuid::new_v4();
+    // A first load creates the type and some records.
+    let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    load.reset_tenant("Ends").unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    load.copy_records(&ty, items(&ty, 0..10)).unwrap();
+    load.create_relation_type(&link("likes", Cardinality::ManyToMany))
+        .unwrap();
+    load.commit().unwrap();
+
+    // A second load (no reset) links new records to the existing ones.
+    let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    let ty = load.entity_type("item").unwrap();
+    load.copy_records(&ty, items(&ty, 10..20)).unwrap();
+    let t = store.tenant(Scope::new(TenantId(tenant), "x", Role::Admin));
+    let likes = t.relation_type("likes").unwrap();
+    let mut enc = RelationEncoder::new(&likes);
+    enc.push(id(500), id(15), id(3)); // new -> old
+    load.copy_relations(&likes, [Ok(enc.take())]).unwrap();
+    load.commit().unwrap();
+    assert_eq!(count(&url, tenant, "records"), 20);
+    assert_eq!(count(&url, tenant, "relations"), 1);
+
+    let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    let mut enc = RelationEncoder::new(&likes);
+    enc.push(id(501), id(15), Uuid::new_v4());
+    let err = load.copy_relations(&likes, [Ok(enc.take())]).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn records_are_validated_before_they_reach_the_database() {
+    let (url, _) = fresh();
+    let mut load =
+        BulkLoad::begin(&url, Uuid::new_v4(), "loader", &BulkOptions::default()).unwrap();
+    load.reset_tenant("Valid").unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let mut enc = RecordEncoder::new(&ty);
+    let err = enc.push(id(1), &json!({"n": "not a number"})).unwrap_err();
+    assert_eq!(err.details().len(), 2, "{err:?}"); // code missing, n not an integer
+    let err = enc
+        .push(id(1), &json!({"code": "x", "extra": 1}))
+        .unwrap_err();
+    assert!(matches!(err, Error::Validation(_)));
+    // A generator error aborts the COPY with that error.
+    let err = load
+        .copy_records(&ty, [Err(Error::Internal("generator broke".into()))])
+        .unwrap_err();
+    assert!(err.to_string().contains("generator broke"), "{err}");
+}
+
+#[test]
+fn copy_into_a_row_secured_table_is_refused_for_the_app_role() {
+    // Why the loader stages: PostgreSQL refuses COPY FROM into an RLS table for a role
+    // that RLS applies to.
+    let (url, _) = fresh();
+    let mut c = PgConnection::establish(&url).unwrap();
+    c.batch_execute("SET ROLE ddms_app").unwrap();
+    let err = c
+        .batch_execute("COPY records (tenant_id, id, entity_type_id, data) FROM STDIN")
+        .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+}
+
+#[test]
+fn the_rebuild_can_be_disabled() {
+    let (url, _) = fresh();
+    let opts = BulkOptions {
+        rebuild_indexes: false,
+        ..BulkOptions::default()
+    };
+    let load = BulkLoad::begin(&url, Uuid::new_v4(), "loader", &opts).unwrap();
+    assert!(matches!(load.index_path(), IndexPath::Maintained(why) if why.contains("disabled")));
+}
