@@ -61,7 +61,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::map_db;
-use crate::schema::cardinality_str;
+use crate::schema::{cardinality_str, PURGE_ORDER};
 use crate::sql::{class_tag, Bind, Sql};
 
 /// The staging tables (TEMP, per session) as Diesel tables, for `copy_from`.
@@ -97,24 +97,6 @@ pub const BULK_TABLES: [&str; 10] = [
     "fv_date",
     "fv_ts",
     "fv_uuid",
-];
-
-/// Every tenant-owned table, children first: what purging a tenant deletes from.
-const PURGE_ORDER: [&str; 14] = [
-    "fv_text",
-    "fv_int",
-    "fv_float",
-    "fv_bool",
-    "fv_date",
-    "fv_ts",
-    "fv_uuid",
-    "relations",
-    "records",
-    "relation_types",
-    "fields",
-    "entity_types",
-    "events",
-    "tenant_feeds",
 ];
 
 const COPY_HEADER: [u8; 19] = [

@@ -27,6 +27,24 @@ struct TenantRow {
     created_at: DateTime<Utc>,
 }
 
+/// Every tenant-owned table, children first: what purging a tenant deletes from.
+pub(crate) const PURGE_ORDER: [&str; 14] = [
+    "fv_text",
+    "fv_int",
+    "fv_float",
+    "fv_bool",
+    "fv_date",
+    "fv_ts",
+    "fv_uuid",
+    "relations",
+    "records",
+    "relation_types",
+    "fields",
+    "entity_types",
+    "events",
+    "tenant_feeds",
+];
+
 impl TenantStore for PgBackend {
     fn create_tenant(&self, id: TenantId, name: &str) -> Result<Tenant> {
         self.tx_as(id.0, "system", &mut |c| {
@@ -80,22 +98,7 @@ impl TenantStore for PgBackend {
             // Purge mode: no events (the feed goes too). Children first, each a
             // set-based delete on a tenant_id-led index.
             diesel::sql_query("SELECT set_config('ddms.purge', 'on', true)").execute(c)?;
-            for table in [
-                "fv_text",
-                "fv_int",
-                "fv_float",
-                "fv_bool",
-                "fv_date",
-                "fv_ts",
-                "fv_uuid",
-                "relations",
-                "records",
-                "relation_types",
-                "fields",
-                "entity_types",
-                "events",
-                "tenant_feeds",
-            ] {
+            for table in PURGE_ORDER {
                 let mut s = Sql::new();
                 s.push(&format!("DELETE FROM {table} WHERE tenant_id = "))
                     .bind(Bind::Uuid(id.0));
