@@ -224,7 +224,10 @@ R_CREATE=$(run_wrk ddms_create "$D" "$OUT/ddms_create.lua")
 cat > "$OUT/sse.py" <<'EOF'
 import http.client, json, sys, threading, time
 host, port, n, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-sent, got = {}, {}
+# Every event's arrival is recorded and matched to the creates afterwards: an event can
+# arrive before its POST's response has been read (delivery takes ~2 ms), so matching
+# on arrival would miss it.
+sent, seen = {}, {}
 ready = threading.Event()
 def listen():
     c = http.client.HTTPConnection(host, port)
@@ -232,7 +235,7 @@ def listen():
     c.request("GET", f"/api/v1/events/stream?after={after}", headers={"Accept": "text/event-stream"})
     r = c.getresponse()
     ready.set()
-    while len(got) < n:
+    while len(seen) < n:
         line = r.fp.readline()
         if not line:
             break
@@ -243,8 +246,8 @@ def listen():
             except ValueError:
                 continue
             sid = ev.get("subject_id")
-            if sid in sent and sid not in got:
-                got[sid] = t
+            if sid and sid not in seen:
+                seen[sid] = t
 threading.Thread(target=listen, daemon=True).start()
 ready.wait(10)
 time.sleep(0.5)
@@ -259,8 +262,9 @@ for i in range(n):
     sent[rec["id"]] = (t0, t1)
     time.sleep(0.02)
 deadline = time.time() + 10
-while len(got) < n and time.time() < deadline:
+while sum(1 for k in sent if k in seen) < n and time.time() < deadline:
     time.sleep(0.05)
+got = {k: seen[k] for k in sent if k in seen}
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(round((len(v) - 1) * p)))] * 1000 if v else float("nan")
 after_resp = [got[k] - sent[k][1] for k in got]
