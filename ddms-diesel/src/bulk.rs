@@ -60,9 +60,10 @@ use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::backend::{PgBackend, TxError};
 use crate::error::map_db;
 use crate::schema::{cardinality_str, PURGE_ORDER};
-use crate::sql::{class_tag, Bind, Sql};
+use crate::sql::{Bind, Sql};
 
 /// The staging tables (TEMP, per session) as Diesel tables, for `copy_from`.
 mod stage {
@@ -857,32 +858,13 @@ impl BulkLoad {
             ));
         };
         for f in &def.fields {
-            let mut s = Sql::new();
-            s.push("INSERT INTO fields (tenant_id, id, entity_type_id, name, kind, value_class, is_unique, index_state) VALUES (")
-                .bind(Bind::Uuid(self.tenant))
-                .push(", ")
-                .bind(Bind::Uuid(Uuid::new_v4()))
-                .push(", ")
-                .bind(Bind::Uuid(id))
-                .push(", ")
-                .bind(Bind::Text(f.name.to_string()))
-                .push(", ")
-                .bind(Bind::Text(f.kind.name().to_string()))
-                .push(", ");
-            match f.kind.value_class() {
-                Some(c) => s.bind(Bind::Text(class_tag(c).to_string())),
-                None => s.push("NULL"),
-            };
-            s.push(", ").bind(Bind::Bool(f.unique)).push(", ");
-            if f.has_index() {
-                s.push("'ready'");
-            } else {
-                s.push("NULL");
-            }
-            s.push(")");
-            s.query()
-                .execute(&mut self.conn)
-                .map_err(db("create field"))?;
+            // A new type has no records: declared indexes start ready.
+            PgBackend::insert_field(&mut self.conn, self.tenant, id, f, false).map_err(
+                |e| match e {
+                    TxError::Db(e) => db("create field")(e),
+                    TxError::Core(e) => e,
+                },
+            )?;
         }
         let ty = EntityType {
             id,

@@ -211,7 +211,7 @@ impl PgBackend {
         Ok(rows.first().is_some_and(|r| r.n > 0))
     }
 
-    fn insert_field(
+    pub(crate) fn insert_field(
         c: &mut PgConnection,
         tenant: Uuid,
         type_id: Uuid,
