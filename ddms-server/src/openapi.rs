@@ -49,21 +49,6 @@ const KINDS: &[&str] = &[
 const SCALAR_KINDS: &[&str] = &[
     "text", "integer", "number", "boolean", "date", "datetime", "uuid", "email", "url",
 ];
-const OPS: &[&str] = &[
-    "eq",
-    "ne",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "in",
-    "not_in",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "is_null",
-    "exists",
-];
 const EVENT_KINDS: &[&str] = &[
     "entity_type.created",
     "entity_type.updated",
@@ -269,7 +254,7 @@ pub fn schemas() -> Value {
             "required": ["field", "op"],
             "properties": {
                 "field": {"type": "string"},
-                "op": {"type": "string", "enum": OPS},
+                "op": {"type": "string", "enum": ddms_core::Op::ALL.map(ddms_core::Op::as_str)},
                 "value": {"description": "operand (a list for in/not_in, a boolean for is_null/exists)"}
             }
         },
