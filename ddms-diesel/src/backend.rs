@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::error::{map_db, map_pool, Result};
 use crate::pool::{build_pool, PgConfig, PgPool};
-use crate::sql::{Bind, IndexLookup, Sql};
+use crate::sql::IndexLookup;
 
 /// Errors inside a transaction: database errors (mapped at the end, and retried when
 /// transient) or domain errors raised by our own checks.
@@ -91,14 +91,14 @@ impl PgBackend {
     pub fn health(&self) -> ddms_core::Result<()> {
         let mut conn = self.pool.get().map_err(map_pool)?;
         diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
+            .execute(conn.unbound().map_err(map_db)?)
             .map(|_| ())
             .map_err(map_db)
     }
 
-    /// Runs `f` in a transaction bound to `scope`'s tenant and actor (set with
-    /// `set_config(.., true)`, so it ends with the transaction). Transient failures
-    /// (serialization, deadlock) are retried a few times.
+    /// Runs `f` in a transaction, on a session bound to `scope`'s tenant and actor (see
+    /// [`crate::pool`]). Transient failures (serialization, deadlock) are retried a few
+    /// times.
     pub(crate) fn tx<T>(
         &self,
         scope: &Scope,
@@ -113,20 +113,36 @@ impl PgBackend {
         actor: &str,
         f: &mut dyn FnMut(&mut PgConnection) -> TxResult<T>,
     ) -> ddms_core::Result<T> {
+        self.run(tenant, actor, &mut |c| {
+            c.transaction::<T, TxError, _>(&mut *f)
+        })
+    }
+
+    /// Runs `f` without an explicit transaction, on a session bound to `scope`: for work
+    /// that is one statement (atomic on its own, as its own transaction) or reads
+    /// that need no common snapshot. Saves the `BEGIN` and `COMMIT` round trips.
+    pub(crate) fn once<T>(
+        &self,
+        scope: &Scope,
+        mut f: impl FnMut(&mut PgConnection) -> TxResult<T>,
+    ) -> ddms_core::Result<T> {
+        self.run(scope.tenant.0, &scope.actor, &mut f)
+    }
+
+    fn run<T>(
+        &self,
+        tenant: Uuid,
+        actor: &str,
+        f: &mut dyn FnMut(&mut PgConnection) -> TxResult<T>,
+    ) -> ddms_core::Result<T> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut conn = self.pool.get().map_err(map_pool)?;
-            let out = conn.transaction::<T, TxError, _>(|c| {
-                let mut s = Sql::new();
-                s.push("SELECT set_config('ddms.tenant_id', ")
-                    .bind(Bind::Text(tenant.to_string()))
-                    .push(", true), set_config('ddms.actor', ")
-                    .bind(Bind::Text(actor.to_string()))
-                    .push(", true)");
-                s.query().execute(c)?;
-                f(c)
-            });
+            let out = match conn.bind(tenant, actor) {
+                Ok(c) => f(c),
+                Err(e) => Err(TxError::Db(e)),
+            };
             match out {
                 Ok(v) => return Ok(v),
                 Err(TxError::Core(e)) => return Err(e),

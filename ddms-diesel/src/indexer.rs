@@ -163,18 +163,20 @@ pub fn run_indexer_once(backend: &PgBackend) -> ddms_core::Result<IndexerReport>
 /// Per-field problems are reported in the [`IndexerReport`]; an `Err` means the job
 /// list could not be read (e.g. the database is unavailable).
 pub fn run_indexer(backend: &PgBackend, opts: &IndexerOptions) -> ddms_core::Result<IndexerReport> {
-    let mut conn = backend.pool.get().map_err(map_pool)?;
+    let mut pooled = backend.pool.get().map_err(map_pool)?;
+    // Jobs bind their tenant per transaction (`scoped`); the session binds none.
+    let conn = pooled.unbound().map_err(map_db)?;
     let mut s = Sql::new();
     s.push("SELECT tenant_id, field_id FROM index_jobs");
     if let Some(t) = opts.tenant {
         s.push(" WHERE tenant_id = ").bind(Bind::Uuid(t.0));
     }
     s.push(" ORDER BY queued_at, tenant_id, field_id");
-    let jobs: Vec<JobRow> = s.query().load(&mut *conn).map_err(map_db)?;
+    let jobs: Vec<JobRow> = s.query().load(conn).map_err(map_db)?;
     let mut report = IndexerReport::default();
     for job in jobs {
         let tenant = job.tenant_id;
-        let field = run_job(&mut conn, job, opts);
+        let field = run_job(conn, job, opts);
         if matches!(
             field.outcome,
             FieldOutcome::Ready | FieldOutcome::Failed { .. }

@@ -165,7 +165,8 @@ impl RecordStore for PgBackend {
         let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
         let rows_ref: Vec<&Data> = rows.iter().collect();
         let data: Vec<Value> = rows.iter().cloned().map(Value::Object).collect();
-        self.tx(sc, |c| {
+        // One statement: atomic without an explicit transaction.
+        self.once(sc, |c| {
             let mut s = Sql::new();
             let tb = s.param(Bind::Uuid(t));
             let tyb = s.param(Bind::Uuid(ty.id));
@@ -192,7 +193,7 @@ impl RecordStore for PgBackend {
     }
 
     fn record(&self, sc: &Scope, ty: &EntityType, id: Uuid) -> Result<Record> {
-        self.tx(sc, |c| {
+        self.once(sc, |c| {
             let mut s = Sql::new();
             s.push(&format!(
                 "SELECT {RECORD_COLS} FROM records WHERE tenant_id = "
@@ -212,7 +213,7 @@ impl RecordStore for PgBackend {
     }
 
     fn record_any(&self, sc: &Scope, id: Uuid) -> Result<Record> {
-        self.tx(sc, |c| {
+        self.once(sc, |c| {
             let mut s = Sql::new();
             s.push("SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by, et.name AS entity_type \
                     FROM records r JOIN entity_types et ON et.tenant_id = r.tenant_id AND et.id = r.entity_type_id WHERE r.tenant_id = ")
@@ -328,7 +329,9 @@ impl RecordStore for PgBackend {
         let t = sc.tenant.0;
         let ty = &q.entity_type;
         let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
-        self.tx(sc, |c| {
+        // No common snapshot needed: the version check below only tells an empty
+        // result from a changed type, and types only move forward.
+        self.once(sc, |c| {
             let rows: Vec<RecordRow> = sql.query().load(c)?;
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the

@@ -73,7 +73,7 @@ impl PgBackend {
         let tenants: Vec<TenantRow> = {
             let mut conn = self.pool.get().map_err(map_pool)?;
             diesel::sql_query("SELECT tenant_id FROM tenant_directory ORDER BY tenant_id")
-                .load(&mut conn)
+                .load(conn.unbound().map_err(map_db)?)
                 .map_err(map_db)?
         };
         let mut total = 0;

@@ -331,3 +331,42 @@ fn every_tenant_table_is_citus_ready_and_forces_rls() {
     );
     assert_eq!(tenants_rls, 1);
 }
+
+#[test]
+fn one_pooled_session_serving_two_tenants_in_turn_never_mixes_them() {
+    // A pool of one connection: every call below reuses the same PostgreSQL session,
+    // which stays bound to the last tenant between calls (see `ddms_diesel::pool`).
+    let (a, rec_a, _) = seed_tenant("turn-a");
+    let (b, rec_b, _) = seed_tenant("turn-b");
+    let mut cfg = ddms_diesel::PgConfig::new(&db().url);
+    cfg.pool_size = 1;
+    let one = ddms_core::Store::new(ddms_diesel::PgBackend::connect(&cfg).unwrap());
+    let ta = one.tenant(Scope::new(a.scope().tenant, "alice", Role::Admin));
+    let tb = one.tenant(Scope::new(b.scope().tenant, "bob", Role::Admin));
+    for round in 0..3 {
+        let pa = ta.records("project").unwrap();
+        let pb = tb.records("project").unwrap();
+        assert_eq!(pa.get(rec_a).unwrap().id, rec_a);
+        assert!(matches!(pa.get(rec_b), Err(Error::NotFound { .. })));
+        assert_eq!(pb.get(rec_b).unwrap().id, rec_b);
+        assert!(matches!(pb.get(rec_a), Err(Error::NotFound { .. })));
+        // A write rolled back in between (stale version) changes nothing of the binding.
+        assert!(pb.patch(rec_b, &json!({"title": "x"}), Some(99)).is_err());
+        let mine = pa.create(&json!({"title": format!("a{round}")})).unwrap();
+        assert_eq!(mine.created_by.as_deref(), Some("alice"));
+        assert!(matches!(pb.get(mine.id), Err(Error::NotFound { .. })));
+        let theirs = pb.create(&json!({"title": format!("b{round}")})).unwrap();
+        assert_eq!(theirs.created_by.as_deref(), Some("bob"));
+        // The same tenant with another actor is re-bound too.
+        let other = one.tenant(Scope::new(a.scope().tenant, "carol", Role::Admin));
+        let by_carol = other
+            .records("project")
+            .unwrap()
+            .create(&json!({"title": format!("c{round}")}))
+            .unwrap();
+        assert_eq!(by_carol.created_by.as_deref(), Some("carol"));
+        let all_a = pa.query(&Query::default()).unwrap().items;
+        assert!(all_a.iter().all(|r| r.id != rec_b && r.id != theirs.id));
+        assert_eq!(all_a.len(), 2 + 2 * (round + 1));
+    }
+}
