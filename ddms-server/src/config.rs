@@ -73,6 +73,9 @@ pub struct Config {
     pub db_pool_size: u32,
     /// `STATEMENT_TIMEOUT_MS` (default 30000).
     pub statement_timeout_ms: u64,
+    /// `DB_PARALLEL_WORKERS` (default 0): PostgreSQL parallel workers per query of a
+    /// pooled session (`max_parallel_workers_per_gather`).
+    pub db_parallel_workers: u32,
     /// `DB_CONNECT_TIMEOUT_MS` (default 5000).
     pub db_connect_timeout_ms: u64,
     /// `REQUEST_TIMEOUT_MS` (default 60000): longest a request may take to answer.
@@ -255,6 +258,10 @@ impl Config {
             Some(v) => parse_num::<usize>("BODY_LIMIT_BYTES", &v, 1, "a number of bytes")?,
             None => 1 << 20,
         };
+        let db_parallel_workers = match get("DB_PARALLEL_WORKERS") {
+            Some(v) => parse_num::<u32>("DB_PARALLEL_WORKERS", &v, 0, "a number of workers")?,
+            None => 0,
+        };
         let db_pool_size = match get("DB_POOL_SIZE") {
             Some(v) => parse_num::<u32>("DB_POOL_SIZE", &v, 1, "a pool size")?,
             None => 16,
@@ -307,6 +314,7 @@ impl Config {
             data_dir,
             body_limit,
             db_pool_size,
+            db_parallel_workers,
             statement_timeout_ms,
             db_connect_timeout_ms,
             request_timeout,
@@ -385,6 +393,7 @@ mod tests {
             ("FIELD_INDEXER_INTERVAL_MS", "-1"),
             ("BODY_LIMIT_BYTES", "0"),
             ("DB_POOL_SIZE", "0"),
+            ("DB_PARALLEL_WORKERS", "two"),
             ("REQUEST_TIMEOUT_MS", "soon"),
             ("STATEMENT_TIMEOUT_MS", "1.5"),
             ("HOST", "a b"),

@@ -60,6 +60,7 @@ impl Database {
         cfg.pool_size = config.db_pool_size;
         cfg.statement_timeout_ms = config.statement_timeout_ms;
         cfg.connect_timeout_ms = config.db_connect_timeout_ms;
+        cfg.parallel_workers = config.db_parallel_workers;
         let backend = PgBackend::connect(&cfg).map_err(StartupError::Connect)?;
         Ok(Database {
             backend,

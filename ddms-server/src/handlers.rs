@@ -18,12 +18,20 @@ use crate::routes::Endpoint;
 
 type HandlerResult = Result<Response<Body>, ApiError>;
 
-/// Runs library work on the blocking pool (Diesel is synchronous) and maps its error.
+/// Runs library work (Diesel is synchronous) and maps its error. On the multi-thread
+/// runtime of `ddms serve` it runs in place (`block_in_place`: the worker hands its
+/// other tasks to another thread and blocks), which saves the two thread hand-offs of
+/// `spawn_blocking` per request; elsewhere (single-thread test runtimes) on the
+/// blocking pool.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     F: FnOnce() -> ddms_core::Result<T> + Send + 'static,
     T: Send + 'static,
 {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(f).map_err(ApiError::from);
+    }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("blocking task failed: {e}"))),
