@@ -56,6 +56,8 @@ pub struct PgBackend {
     /// The change-feed listener shared by this backend's subscriptions (it connects
     /// with the pool's URL, lazily, on the first subscription).
     pub(crate) feed: Arc<crate::subscribe::FeedHub>,
+    /// Concurrent single creates grouped into one statement.
+    pub(crate) group: Arc<crate::group_insert::GroupInsert>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -84,6 +86,7 @@ impl PgBackend {
                 std::time::Duration::from_millis(cfg.schema_cache_ms),
             )),
             feed: Arc::new(crate::subscribe::FeedHub::new(&cfg.url)),
+            group: Arc::default(),
         })
     }
 
@@ -162,6 +165,11 @@ impl PgBackend {
                 }
             }
         }
+    }
+
+    /// How concurrent single creates were grouped into shared statements so far.
+    pub fn group_insert_stats(&self) -> crate::group_insert::GroupInsertStats {
+        self.group.stats()
     }
 
     pub(crate) fn remember(&self, type_id: Uuid, meta: TypeMeta) {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError, TxResult};
+use crate::group_insert::GroupKey;
 use crate::rows::{stored_name, NamedRecordRow, RecordRow, RECORD_COLS};
 use crate::sql::{class_table, Bind, Compiler, Sql};
 
@@ -152,15 +153,9 @@ impl PgBackend {
     }
 }
 
-fn stale(id: Uuid, have: i64, want: i64) -> TxError {
-    TxError::Core(Error::conflict(
-        ConflictKind::StaleVersion,
-        format!("record {id} is at version {have}, not {want}"),
-    ))
-}
-
-impl RecordStore for PgBackend {
-    fn insert_records(&self, sc: &Scope, ty: &EntityType, rows: Vec<Data>) -> Result<Vec<Record>> {
+impl PgBackend {
+    /// Inserts `rows` in one statement (no grouping).
+    fn insert_now(&self, sc: &Scope, ty: &EntityType, rows: Vec<Data>) -> Result<Vec<Record>> {
         let t = sc.tenant.0;
         let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
         let rows_ref: Vec<&Data> = rows.iter().collect();
@@ -190,6 +185,41 @@ impl RecordStore for PgBackend {
             Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
         })
         .map_err(|e| self.name_unique(sc, ty, &rows_ref, e))
+    }
+}
+
+fn stale(id: Uuid, have: i64, want: i64) -> TxError {
+    TxError::Core(Error::conflict(
+        ConflictKind::StaleVersion,
+        format!("record {id} is at version {have}, not {want}"),
+    ))
+}
+
+impl RecordStore for PgBackend {
+    fn insert_records(
+        &self,
+        sc: &Scope,
+        ty: &EntityType,
+        mut rows: Vec<Data>,
+    ) -> Result<Vec<Record>> {
+        if rows.len() != 1 {
+            return self.insert_now(sc, ty, rows);
+        }
+        let key = GroupKey {
+            tenant: sc.tenant.0,
+            actor: sc.actor.clone(),
+            type_id: ty.id,
+            type_version: ty.version,
+        };
+        let data = rows.pop().expect("one row");
+        let rec = self
+            .group
+            .insert(&key, data, &|many| self.insert_now(sc, ty, many), &|one| {
+                self.insert_now(sc, ty, vec![one])?
+                    .pop()
+                    .ok_or_else(|| Error::Internal("insert returned no record".into()))
+            })?;
+        Ok(vec![rec])
     }
 
     fn record(&self, sc: &Scope, ty: &EntityType, id: Uuid) -> Result<Record> {

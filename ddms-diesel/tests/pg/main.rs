@@ -5,6 +5,7 @@ mod bulk;
 mod common;
 mod conformance;
 mod feed;
+mod group_insert;
 mod indexer;
 mod isolation;
 mod outage;
