@@ -1,5 +1,5 @@
 //! Bulk loading into one tenant: binary `COPY` into session-private staging tables, then
-//! `INSERT ... SELECT` into the row-level-secured tables, all in **one transaction**.
+//! `INSERT ... SELECT` into the row-level-secured tables as `ddms_app`.
 //!
 //! # Why staging tables
 //!
@@ -11,35 +11,40 @@
 //! `ddms_app` on its own connection — invisible to every other session, never WAL-logged,
 //! dropped at commit — and then moves the rows with `INSERT INTO records ... SELECT ...
 //! FROM staging` as `ddms_app` with the tenant set, so the RLS `WITH CHECK` policy checks
-//! every row and the usual triggers write the field-value index rows and the change-feed
-//! events, exactly as for single inserts.
+//! every row.
 //!
-//! # Why one transaction
+//! # Three paths
 //!
-//! Everything — removing the tenant's previous data, its schema, the records, the
-//! relations, and (on the exclusive path) the index rebuild — commits at once or not at
-//! all: an interrupted load (Ctrl-C, a crash, a lost connection) leaves no half-loaded
-//! tenant behind, and running it again starts from the same state. One transaction means
-//! one connection; parallelism comes from encoding rows on other threads while
-//! PostgreSQL consumes the COPY stream. More connections would not help the writes: the
-//! change-feed triggers serialise a tenant's writers on its `tenant_feeds` row lock.
+//! * **Maintained** (always safe; [`BulkLoad::begin`], or [`BulkLoad::replace`] when
+//!   another tenant has data): one transaction on one connection; the usual triggers
+//!   write the field-value rows and the events, and the shared indexes are updated row by
+//!   row. An interrupted load rolls back.
+//! * **Rebuilt** ([`BulkLoad::begin`] when no *other* tenant has a row in the bulk tables,
+//!   checked under RLS tenant by tenant, and the connecting role owns them): the same one
+//!   transaction, but it locks the bulk tables (`ACCESS EXCLUSIVE`, with a lock timeout),
+//!   re-checks, drops their indexes and constraints (definitions saved from the catalog;
+//!   [`BulkLoad::reset_tenant`] then empties them with `TRUNCATE`), loads, and re-creates
+//!   every index and constraint exactly as it was before committing — unique and
+//!   cardinality indexes included, so a violation still aborts the whole load. All of it
+//!   runs on one PostgreSQL backend, so on one core.
+//! * **Swapped** ([`BulkLoad::replace`] under the same conditions; what `ddms seed` uses):
+//!   the tenant is *replaced*, so its new data can be built beside the live tables and
+//!   published at once. The loader creates empty copies of the bulk tables in the schema
+//!   `ddms_bulk` (columns, defaults, RLS flags, policies and grants copied from the
+//!   catalog, so they are as row-secured as the originals), loads them as `ddms_app` under
+//!   RLS in one committed transaction per statement, writes the field-value rows and
+//!   events the triggers would (same expressions; the feed is numbered after the schema
+//!   events), builds the indexes on several connections (the record tables' already while
+//!   the relations load), ANALYZEs, and then one short *publish* transaction locks the
+//!   live tables, re-checks that no other tenant has data, drops them (no `CASCADE`),
+//!   moves the new ones into their place, re-adds the foreign keys and replaces the
+//!   tenant's schema rows and feed counter. Until that commit the library sees the
+//!   previous tenant (or none) untouched; an interrupted load leaves only `ddms_bulk`,
+//!   which nothing reads and the next replacing load drops (a session advisory lock
+//!   keeps two replacing loads apart). The live tables are not locked while loading.
 //!
-//! # Two index paths
-//!
-//! * **Maintained** (always safe): the shared indexes of `records`, `relations`, `events`
-//!   and the `fv_*` tables are updated row by row, as for any write.
-//! * **Rebuilt** (only when no *other* tenant has a row in those tables, checked under
-//!   RLS tenant by tenant, and only when the connecting role owns the tables): the loader
-//!   locks those tables (`ACCESS EXCLUSIVE`, with a lock timeout), re-checks, drops their
-//!   indexes and constraints (definitions saved from the catalog; [`BulkLoad::reset_tenant`]
-//!   then empties them with `TRUNCATE`, since they hold only this tenant's old rows),
-//!   loads, and re-creates every index and
-//!   constraint exactly as it was before committing — unique and cardinality indexes
-//!   included, so a violation still aborts the whole load. Building an index by sorting is
-//!   several times cheaper than inserting into it row by row. The DDL runs as the session
-//!   user (the tables' owner); every row of tenant data is still written as `ddms_app`.
-//!
-//! [`BulkLoad::index_path`] says which path ran and why.
+//! DDL always runs as the session user (the tables' owner); every row of tenant data is
+//! written as `ddms_app`. [`BulkLoad::index_path`] says which path ran and why.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -140,6 +145,16 @@ pub struct BulkOptions {
     pub lock_timeout_ms: u64,
     /// Most other tenants whose data is checked before choosing the exclusive path.
     pub max_tenants_checked: usize,
+    /// Connections a replacing load ([`BulkLoad::replace`]) uses at once on its exclusive
+    /// path: index builds and ANALYZE run one statement per connection. Default 2.
+    pub connections: usize,
+    /// `max_parallel_maintenance_workers` of each index-building connection (PostgreSQL
+    /// parallel workers per `CREATE INDEX`, on top of the connections). Default 0: on a
+    /// small machine the connections already keep every core busy.
+    pub index_workers: u32,
+    /// A replacing load on its exclusive path ANALYZEs the new tables before it swaps
+    /// them in (on [`BulkOptions::connections`] connections). Default false.
+    pub analyze: bool,
 }
 
 impl Default for BulkOptions {
@@ -152,6 +167,9 @@ impl Default for BulkOptions {
             temp_buffers: "512MB".into(),
             lock_timeout_ms: 5_000,
             max_tenants_checked: 1_000,
+            connections: 2,
+            index_workers: 0,
+            analyze: false,
         }
     }
 }
@@ -163,6 +181,20 @@ pub enum IndexPath {
     Maintained(String),
     /// The bulk tables were truncated, their indexes dropped and rebuilt after loading.
     Rebuilt,
+    /// A replacing load ([`BulkLoad::replace`]) built the tenant's new tables beside the
+    /// live ones (schema `ddms_bulk`), built their indexes on `connections` connections
+    /// and swapped them in with one short transaction.
+    Swapped {
+        /// Connections used for index builds and ANALYZE.
+        connections: usize,
+    },
+}
+
+impl IndexPath {
+    /// True when the shared indexes were built after loading (no other tenant had data).
+    pub fn is_exclusive(&self) -> bool {
+        !matches!(self, IndexPath::Maintained(_))
+    }
 }
 
 impl fmt::Display for IndexPath {
@@ -171,6 +203,11 @@ impl fmt::Display for IndexPath {
             IndexPath::Maintained(why) => write!(f, "indexes maintained row by row ({why})"),
             IndexPath::Rebuilt => f.write_str(
                 "exclusive: no other tenant has data, indexes dropped and rebuilt after loading",
+            ),
+            IndexPath::Swapped { connections } => write!(
+                f,
+                "exclusive: no other tenant has data; new tables built beside the live ones, \
+                 indexes built on {connections} connection(s), swapped in at publish"
             ),
         }
     }
@@ -216,6 +253,8 @@ pub struct BulkReport {
     pub phases: Vec<PhaseTiming>,
     /// Total time from `begin` to commit.
     pub elapsed: Duration,
+    /// The bulk tables were ANALYZEd before publishing ([`BulkOptions::analyze`]).
+    pub analyzed: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -455,6 +494,9 @@ type Observer = Box<dyn FnMut(&BulkProgress) + Send>;
 /// ```
 pub struct BulkLoad {
     conn: PgConnection,
+    url: String,
+    /// The exclusive path of a replacing load (`None`: one transaction on `conn`).
+    shadow: Option<Box<Shadow>>,
     tenant: Uuid,
     actor: String,
     opts: BulkOptions,
@@ -471,6 +513,8 @@ pub struct BulkLoad {
     phases: Vec<PhaseTiming>,
     started: Instant,
     observer: Option<Observer>,
+    /// The tenant existed before this load (set by `reset_tenant` / `replace`).
+    existed: bool,
 }
 
 impl fmt::Debug for BulkLoad {
@@ -538,6 +582,15 @@ impl BulkLoad {
     /// and chooses the index path (see the module documentation). Nothing is visible to
     /// other sessions until [`BulkLoad::commit`]; dropping the load rolls it back.
     pub fn begin(url: &str, tenant: Uuid, actor: &str, opts: &BulkOptions) -> Result<BulkLoad> {
+        let mut load = BulkLoad::open(url, tenant, actor, opts)?;
+        load.path = load.choose_path()?;
+        tracing::info!(tenant = %tenant, path = %load.path, "bulk load started");
+        Ok(load)
+    }
+
+    /// Connects and starts the transaction (as `ddms_app`, bound to the tenant); the
+    /// path is not chosen yet.
+    fn open(url: &str, tenant: Uuid, actor: &str, opts: &BulkOptions) -> Result<BulkLoad> {
         let started = Instant::now();
         let mut conn = PgConnection::establish(url)
             .map_err(|e| Error::Unavailable(format!("cannot connect for the bulk load: {e}")))?;
@@ -556,6 +609,8 @@ impl BulkLoad {
             .map_err(db("BEGIN"))?;
         let mut load = BulkLoad {
             conn,
+            url: url.to_string(),
+            shadow: None,
             tenant,
             actor: actor.to_string(),
             opts: opts.clone(),
@@ -570,25 +625,29 @@ impl BulkLoad {
             phases: Vec::new(),
             started,
             observer: None,
+            existed: false,
         };
+        load.tx_settings()?;
+        Ok(load)
+    }
+
+    /// Settings of the load transaction (just begun), then acts as `ddms_app`.
+    fn tx_settings(&mut self) -> Result<()> {
         simple(
-            &mut load.conn,
+            &mut self.conn,
             &format!(
                 "SET LOCAL work_mem = {}; SET LOCAL maintenance_work_mem = {}",
-                quote_setting(&opts.work_mem)?,
-                quote_setting(&opts.maintenance_work_mem)?
+                quote_setting(&self.opts.work_mem)?,
+                quote_setting(&self.opts.maintenance_work_mem)?
             ),
         )?;
-        if opts.events == BulkEvents::Summary {
+        if self.opts.events == BulkEvents::Summary {
             simple(
-                &mut load.conn,
+                &mut self.conn,
                 "SELECT set_config('ddms.bulk_events', 'summary', true)",
             )?;
         }
-        load.as_app()?;
-        load.path = load.choose_path()?;
-        tracing::info!(tenant = %tenant, path = %load.path, "bulk load started");
-        Ok(load)
+        self.as_app()
     }
 
     /// Receives progress notifications (called on the loading thread).
@@ -700,29 +759,33 @@ impl BulkLoad {
         Ok(Some(with_data))
     }
 
-    fn choose_path(&mut self) -> Result<IndexPath> {
+    /// Why the exclusive path cannot be taken (`None`: it can, pending the lock).
+    /// Runs as `ddms_app` inside a transaction.
+    fn exclusive_blocker(&mut self) -> Result<Option<String>> {
         if !self.opts.rebuild_indexes {
-            return Ok(IndexPath::Maintained("index rebuild disabled".into()));
+            return Ok(Some("index rebuild disabled".into()));
         }
         if !self.owns_tables()? {
-            return Ok(IndexPath::Maintained(
+            return Ok(Some(
                 "the connecting role does not own the tables, so it cannot rebuild their indexes"
                     .into(),
             ));
         }
-        match self.other_tenants_with_data()? {
-            None => {
-                return Ok(IndexPath::Maintained(format!(
-                    "more than {} other tenants: not checked",
-                    self.opts.max_tenants_checked
-                )))
-            }
-            Some(n) if n > 0 => {
-                return Ok(IndexPath::Maintained(format!(
-                    "{n} other tenant(s) have data in the shared tables"
-                )))
-            }
-            Some(_) => {}
+        Ok(match self.other_tenants_with_data()? {
+            None => Some(format!(
+                "more than {} other tenants: not checked",
+                self.opts.max_tenants_checked
+            )),
+            Some(n) if n > 0 => Some(format!(
+                "{n} other tenant(s) have data in the shared tables"
+            )),
+            Some(_) => None,
+        })
+    }
+
+    fn choose_path(&mut self) -> Result<IndexPath> {
+        if let Some(why) = self.exclusive_blocker()? {
+            return Ok(IndexPath::Maintained(why));
         }
         // Lock, then check again: nobody can add rows while we hold the locks.
         simple(&mut self.conn, "SAVEPOINT ddms_bulk_exclusive")?;
@@ -771,7 +834,9 @@ impl BulkLoad {
     }
 
     /// Deletes the tenant and everything it owns (if it exists), then creates it anew
-    /// with `name` and an empty change feed. Returns whether it existed.
+    /// with `name` and an empty change feed. Returns whether it existed. (A replacing
+    /// load on its exclusive path only takes the new name: it resets the tenant when it
+    /// publishes.)
     pub fn reset_tenant(&mut self, name: &str) -> Result<bool> {
         let name = name.trim().to_string();
         if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
@@ -780,6 +845,11 @@ impl BulkLoad {
                 "invalid_name",
                 "tenant name must be 1 to 200 characters without NUL",
             ));
+        }
+        if let Some(sh) = self.shadow.as_deref_mut() {
+            // A replacing load resets the tenant when it publishes.
+            sh.name = name;
+            return Ok(self.existed);
         }
         let existed = self.phase("remove the previous tenant", 0, |me| {
             if me.path == IndexPath::Rebuilt {
@@ -826,13 +896,26 @@ impl BulkLoad {
             .map_err(db("create feed"))?;
         self.types.clear();
         self.loaded.clear();
+        self.existed = existed;
         Ok(existed)
     }
 
     /// Creates an entity type in this transaction (its indexes start `ready`: it has no
     /// records yet) and returns it.
     pub fn create_entity_type(&mut self, def: &EntityTypeDef) -> Result<EntityType> {
-        let id = Uuid::new_v4();
+        if self.shadow.is_some() {
+            return self.shadow_entity_type(def);
+        }
+        self.insert_entity_type(Uuid::new_v4(), def, None)
+    }
+
+    /// Inserts an entity type and its fields (with the given field ids, else new ones).
+    fn insert_entity_type(
+        &mut self,
+        id: Uuid,
+        def: &EntityTypeDef,
+        field_ids: Option<&[Uuid]>,
+    ) -> Result<EntityType> {
         let definition = serde_json::to_value(&def.fields)
             .map_err(|e| Error::Internal(format!("cannot encode the definition: {e}")))?;
         let mut s = Sql::new();
@@ -857,14 +940,16 @@ impl BulkLoad {
                 format!("entity type {} already exists", def.name),
             ));
         };
-        for f in &def.fields {
+        for (i, f) in def.fields.iter().enumerate() {
+            let field_id = field_ids
+                .and_then(|ids| ids.get(i).copied())
+                .unwrap_or_else(Uuid::new_v4);
             // A new type has no records: declared indexes start ready.
-            PgBackend::insert_field(&mut self.conn, self.tenant, id, f, false).map_err(
-                |e| match e {
+            PgBackend::insert_field_with_id(&mut self.conn, self.tenant, id, field_id, f, false)
+                .map_err(|e| match e {
                     TxError::Db(e) => db("create field")(e),
                     TxError::Core(e) => e,
-                },
-            )?;
+                })?;
         }
         let ty = EntityType {
             id,
@@ -881,9 +966,15 @@ impl BulkLoad {
 
     /// Creates a relation type between two entity types of this tenant.
     pub fn create_relation_type(&mut self, def: &RelationTypeDef) -> Result<RelationType> {
+        if self.shadow.is_some() {
+            return self.shadow_relation_type(def);
+        }
+        self.insert_relation_type(Uuid::new_v4(), def)
+    }
+
+    fn insert_relation_type(&mut self, id: Uuid, def: &RelationTypeDef) -> Result<RelationType> {
         let source = self.entity_type(def.source.as_str())?.id;
         let target = self.entity_type(def.target.as_str())?.id;
-        let id = Uuid::new_v4();
         let mut s = Sql::new();
         s.push("INSERT INTO relation_types (tenant_id, id, name, source_type_id, target_type_id, cardinality, on_delete) VALUES (")
             .bind(Bind::Uuid(self.tenant))
@@ -927,6 +1018,10 @@ impl BulkLoad {
     pub fn entity_type(&mut self, name: &str) -> Result<EntityType> {
         if let Some(t) = self.types.get(name) {
             return Ok(t.clone());
+        }
+        if self.shadow.is_some() {
+            // The tenant is being replaced: only the types of this load exist.
+            return Err(Error::not_found("entity type", name));
         }
         #[derive(QueryableByName)]
         struct TypeRow {
@@ -980,6 +1075,18 @@ impl BulkLoad {
         ty: &EntityType,
         chunks: impl IntoIterator<Item = Result<Chunk>>,
     ) -> Result<u64> {
+        if self.shadow.is_some() {
+            self.build_finished_tables(Some(ty.id))?;
+            return self.in_shadow_tx(|me| me.copy_records_now(ty, chunks));
+        }
+        self.copy_records_now(ty, chunks)
+    }
+
+    fn copy_records_now(
+        &mut self,
+        ty: &EntityType,
+        chunks: impl IntoIterator<Item = Result<Chunk>>,
+    ) -> Result<u64> {
         if !self.types.contains_key(ty.name.as_str()) || self.types[ty.name.as_str()].id != ty.id {
             return Err(Error::Internal(format!(
                 "entity type {} was not created or loaded by this bulk load",
@@ -1017,18 +1124,22 @@ impl BulkLoad {
         let tenant = self.tenant;
         let actor = self.actor.clone();
         let inserted = self.phase(&format!("insert {what}"), n, |me| {
+            let into = me.target("records");
             let mut s = Sql::new();
             let t = s.param(Bind::Uuid(tenant));
             let ty_id = s.param(Bind::Uuid(ty.id));
             let a = s.param(Bind::Text(actor));
             s.push(&format!(
-                "INSERT INTO records (tenant_id, id, entity_type_id, data, created_by, updated_by) \
+                "INSERT INTO {into} (tenant_id, id, entity_type_id, data, created_by, updated_by) \
                  SELECT {t}, s.id, {ty_id}, s.data, {a}, {a} FROM ddms_stage_records s"
             ));
             let n = s
                 .query()
                 .execute(&mut me.conn)
                 .map_err(db(&format!("insert {what}")))?;
+            if me.shadow.is_some() {
+                me.shadow_record_rows(ty, n as u64)?;
+            }
             simple(&mut me.conn, "TRUNCATE ddms_stage_records")?;
             Ok(n as u64)
         })?;
@@ -1042,6 +1153,18 @@ impl BulkLoad {
     /// the database and locked like single creates); duplicates and cardinality
     /// violations abort the load. Returns the number of relations.
     pub fn copy_relations(
+        &mut self,
+        rt: &RelationType,
+        chunks: impl IntoIterator<Item = Result<Chunk>>,
+    ) -> Result<u64> {
+        if self.shadow.is_some() {
+            self.build_finished_tables(None)?;
+            return self.in_shadow_tx(|me| me.copy_relations_now(rt, chunks));
+        }
+        self.copy_relations_now(rt, chunks)
+    }
+
+    fn copy_relations_now(
         &mut self,
         rt: &RelationType,
         chunks: impl IntoIterator<Item = Result<Chunk>>,
@@ -1095,6 +1218,7 @@ impl BulkLoad {
         let tenant = self.tenant;
         let actor = self.actor.clone();
         let inserted = self.phase(&format!("insert {what}"), n, |me| {
+            let into = me.target("relations");
             let mut s = Sql::new();
             let t = s.param(Bind::Uuid(tenant));
             let r = s.param(Bind::Uuid(rt.id));
@@ -1102,13 +1226,16 @@ impl BulkLoad {
             let ut = s.param(Bind::Bool(rt.cardinality != Cardinality::ManyToMany));
             let a = s.param(Bind::Text(actor));
             s.push(&format!(
-                "INSERT INTO relations (tenant_id, id, relation_type_id, source_id, target_id, uniq_source, uniq_target, created_by) \
+                "INSERT INTO {into} (tenant_id, id, relation_type_id, source_id, target_id, uniq_source, uniq_target, created_by) \
                  SELECT {t}, s.id, {r}, s.source_id, s.target_id, {us}, {ut}, {a} FROM ddms_stage_relations s"
             ));
             let n = s
                 .query()
                 .execute(&mut me.conn)
                 .map_err(|e| relation_error(&what, e))?;
+            if me.shadow.is_some() {
+                me.shadow_relation_rows(rt, n as u64)?;
+            }
             simple(&mut me.conn, "TRUNCATE ddms_stage_relations")?;
             Ok(n as u64)
         })?;
@@ -1121,6 +1248,17 @@ impl BulkLoad {
     fn check_existing_ends(&mut self, rt: &Name, mut ends: Vec<(Uuid, Uuid)>) -> Result<()> {
         ends.sort_unstable();
         ends.dedup();
+        if self.shadow.is_some() {
+            // A replacing load: the tenant's earlier records go away at publish.
+            return Err(Error::invalid(
+                "relations",
+                "unknown_end",
+                format!(
+                    "relation type {rt}: record {} is not loaded by this load",
+                    ends[0].1
+                ),
+            ));
+        }
         for batch in ends.chunks(10_000) {
             let mut by_type: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
             for (t, id) in batch {
@@ -1243,6 +1381,9 @@ impl BulkLoad {
     /// Re-creates what the exclusive path dropped (indexes and unique constraints first,
     /// foreign keys last) and commits. On error everything is rolled back.
     pub fn commit(mut self) -> Result<BulkReport> {
+        if self.shadow.is_some() {
+            return self.publish();
+        }
         if !self.saved.is_empty() {
             let saved = std::mem::take(&mut self.saved);
             let rows = self.records + self.relations;
@@ -1270,6 +1411,7 @@ impl BulkLoad {
             index_path: self.path.clone(),
             phases: std::mem::take(&mut self.phases),
             elapsed: self.started.elapsed(),
+            analyzed: false,
         };
         tracing::info!(records = report.records, relations = report.relations, elapsed = ?report.elapsed, "bulk load committed");
         Ok(report)
@@ -1330,21 +1472,46 @@ fn rebuild_error(name: &str, e: diesel::result::Error) -> Error {
     db(&format!("rebuilding {name}"))(e)
 }
 
+/// The small per-tenant schema tables (ANALYZEd after a load besides [`BULK_TABLES`]).
+pub const SCHEMA_TABLES: [&str; 5] = [
+    "entity_types",
+    "fields",
+    "relation_types",
+    "tenant_feeds",
+    "tenants",
+];
+
+/// [`BULK_TABLES`] and [`SCHEMA_TABLES`].
+pub const ALL_TABLES: [&str; 15] = [
+    "records",
+    "relations",
+    "events",
+    "fv_text",
+    "fv_int",
+    "fv_float",
+    "fv_bool",
+    "fv_date",
+    "fv_ts",
+    "fv_uuid",
+    "entity_types",
+    "fields",
+    "relation_types",
+    "tenant_feeds",
+    "tenants",
+];
+
 /// Runs `ANALYZE` on the bulk tables (and the small schema tables) over up to
 /// `connections` connections at once. Needs the tables' owner (the connecting role);
 /// returns the tables skipped for lack of privilege.
 pub fn analyze(url: &str, connections: usize) -> Result<Vec<String>> {
-    let tables: Vec<&str> = BULK_TABLES
-        .iter()
-        .copied()
-        .chain([
-            "entity_types",
-            "fields",
-            "relation_types",
-            "tenant_feeds",
-            "tenants",
-        ])
-        .collect();
+    analyze_tables(url, &ALL_TABLES, connections)
+}
+
+/// [`analyze`] for the given tables (names from [`ALL_TABLES`]).
+pub fn analyze_tables(url: &str, tables: &[&str], connections: usize) -> Result<Vec<String>> {
+    if let Some(t) = tables.iter().find(|t| !ALL_TABLES.contains(t)) {
+        return Err(Error::Internal(format!("{t} is not a DDMS table")));
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let skipped = parking_lot::Mutex::new(Vec::new());
     let first_err = parking_lot::Mutex::new(None);
@@ -1392,4 +1559,976 @@ pub fn analyze(url: &str, connections: usize) -> Result<Vec<String>> {
         return Err(e);
     }
     Ok(skipped.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------
+// Replacing a tenant: build beside the live tables, swap in at publish
+// ---------------------------------------------------------------------------------------
+
+/// The schema where a replacing load builds the new tables (reserved for it).
+const SHADOW_SCHEMA: &str = "ddms_bulk";
+/// Session advisory lock held by a replacing load on its exclusive path: one at a time.
+const SHADOW_LOCK: i64 = 0x6464_6d73_6275_6c6b;
+
+/// Why the live bulk tables cannot be rebuilt beside themselves and swapped (empty: they
+/// can). `$1` the table names, `$2` their schema; run with `search_path = pg_catalog`.
+const SHADOW_BLOCKERS: &str = "WITH t AS (SELECT n AS tbl, to_regclass(format('%I.%I', $2::text, n))::oid AS oid FROM unnest($1::text[]) n) \
+    SELECT reason AS name FROM ( \
+      SELECT format('%s is missing', t.tbl) AS reason FROM t WHERE t.oid IS NULL \
+      UNION ALL SELECT format('%s is not a plain permanent table', c.relname) FROM t JOIN pg_class c ON c.oid = t.oid \
+        WHERE c.relkind <> 'r' OR c.relpersistence <> 'p' OR c.reloptions IS NOT NULL OR c.relreplident <> 'd' OR c.relispartition \
+      UNION ALL SELECT format('%s takes part in inheritance', t.tbl) FROM t WHERE EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = t.oid OR i.inhparent = t.oid) \
+      UNION ALL SELECT format('foreign key %s of %s references %s', k.conname, k.conrelid::regclass, t.tbl) FROM t JOIN pg_constraint k ON k.contype = 'f' AND k.confrelid = t.oid \
+        WHERE k.conrelid NOT IN (SELECT oid FROM t) \
+      UNION ALL SELECT format('constraint %s of %s is deferrable or an exclusion constraint', k.conname, t.tbl) FROM t JOIN pg_constraint k ON k.conrelid = t.oid \
+        WHERE k.contype = 'x' OR (k.contype IN ('p', 'u', 'f') AND k.condeferrable) \
+      UNION ALL SELECT format('a view or rule depends on %s', t.tbl) FROM t JOIN pg_depend d ON d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass \
+        JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> t.oid \
+      UNION ALL SELECT format('trigger %s of %s is not enabled as usual', g.tgname, t.tbl) FROM t JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal AND g.tgenabled <> 'O' \
+      UNION ALL SELECT format('%s has column privileges or statistics targets', t.tbl) FROM t WHERE EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum > 0 \
+        AND NOT a.attisdropped AND (a.attacl IS NOT NULL OR a.attstattarget >= 0)) \
+      UNION ALL SELECT format('%s is in a publication', t.tbl) FROM t WHERE EXISTS (SELECT 1 FROM pg_publication_rel p WHERE p.prrelid = t.oid) \
+    ) x";
+
+/// The statements that give the shadow tables everything the live tables have, all text
+/// generated by PostgreSQL from the catalog (`%I`-quoted names, `pg_get_indexdef`,
+/// `pg_get_triggerdef`, `pg_get_expr`, `pg_get_constraintdef`). `$1` the table names, `$2`
+/// their schema; run with `search_path = pg_catalog` so every name comes out qualified.
+/// Kinds: `table` (with owner and RLS flags; autovacuum off while loading, so that
+/// it never holds a lock the index builds wait for), `policy`, `grant` (run when the shadow tables
+/// are created), `index` (every index, those behind constraints included, built after
+/// loading), `attach` (primary and unique constraints on those indexes), `trigger`,
+/// `foreign key` (re-added on the live names after the swap).
+const SHADOW_DDL: &str = "WITH t AS (SELECT n AS tbl, to_regclass(format('%I.%I', $2::text, n))::oid AS oid FROM unnest($1::text[]) n) \
+    SELECT kind, tbl AS name, obj AS drop_sql, sql AS create_sql FROM ( \
+      SELECT 1 AS ord, 'table' AS kind, t.tbl, t.tbl AS obj, \
+             format('CREATE TABLE ddms_bulk.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING STATISTICS INCLUDING COMMENTS); ALTER TABLE ddms_bulk.%I OWNER TO %I', \
+                    t.tbl, $2::text, t.tbl, t.tbl, pg_get_userbyid(c.relowner)) \
+             || CASE WHEN c.relrowsecurity THEN format('; ALTER TABLE ddms_bulk.%I ENABLE ROW LEVEL SECURITY', t.tbl) ELSE '' END \
+             || CASE WHEN c.relforcerowsecurity THEN format('; ALTER TABLE ddms_bulk.%I FORCE ROW LEVEL SECURITY', t.tbl) ELSE '' END \
+             || format('; ALTER TABLE ddms_bulk.%I SET (autovacuum_enabled = false)', t.tbl) AS sql \
+        FROM t JOIN pg_class c ON c.oid = t.oid \
+      UNION ALL \
+      SELECT 2, 'policy', t.tbl, p.polname::text, \
+             format('CREATE POLICY %I ON ddms_bulk.%I AS %s FOR %s TO %s', p.polname, t.tbl, \
+                    CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, \
+                    CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END, \
+                    (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END, ', ') FROM unnest(p.polroles) r)) \
+             || coalesce(' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')', '') \
+             || coalesce(' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')', '') \
+        FROM t JOIN pg_policy p ON p.polrelid = t.oid \
+      UNION ALL \
+      SELECT 3, 'grant', t.tbl, a.privilege_type, \
+             format('GRANT %s ON ddms_bulk.%I TO %s', a.privilege_type, t.tbl, \
+                    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END) \
+             || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END \
+        FROM t JOIN pg_class c ON c.oid = t.oid CROSS JOIN LATERAL aclexplode(c.relacl) a WHERE a.grantee <> c.relowner \
+      UNION ALL \
+      SELECT 4, 'index', t.tbl, ic.relname::text, \
+             replace(pg_get_indexdef(i.indexrelid), format(' ON %I.%I USING ', $2::text, t.tbl), format(' ON ddms_bulk.%I USING ', t.tbl)) \
+        FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid \
+      UNION ALL \
+      SELECT 5, 'attach', t.tbl, k.conname::text, \
+             format('ALTER TABLE ddms_bulk.%I ADD CONSTRAINT %I %s USING INDEX %I', t.tbl, k.conname, \
+                    CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, ic.relname) \
+        FROM t JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype IN ('p', 'u') JOIN pg_class ic ON ic.oid = k.conindid \
+      UNION ALL \
+      SELECT 6, 'trigger', t.tbl, g.tgname::text, \
+             replace(pg_get_triggerdef(g.oid), format(' ON %I.%I ', $2::text, t.tbl), format(' ON ddms_bulk.%I ', t.tbl)) \
+        FROM t JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal \
+      UNION ALL \
+      SELECT 7, 'foreign key', t.tbl, k.conname::text, \
+             format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', $2::text, t.tbl, k.conname, pg_get_constraintdef(k.oid)) \
+        FROM t JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'f' \
+    ) x ORDER BY ord, tbl, obj";
+
+/// What a replacing load keeps while it builds the tenant beside the live tables.
+#[derive(Debug, Default)]
+struct Shadow {
+    /// The tenant's name after publishing.
+    name: String,
+    /// The schema of the live tables.
+    live: String,
+    /// `CREATE INDEX` statements on the shadow tables: (table, index name, statement).
+    indexes: Vec<(String, String, String)>,
+    /// Primary and unique constraints, attached to their indexes after the builds.
+    attach: Vec<String>,
+    /// Triggers, created on the shadow tables after loading (the loader writes what they
+    /// would: field-value rows and events).
+    triggers: Vec<String>,
+    /// Foreign keys of the bulk tables, re-added (and validated) after the swap.
+    foreign_keys: Vec<(String, String)>,
+    /// Entity types in creation order, with their field ids (in field order).
+    entity_types: Vec<(EntityTypeDef, Uuid, Vec<Uuid>)>,
+    /// Relation types in creation order.
+    relation_types: Vec<(RelationTypeDef, Uuid)>,
+    /// A copy has run: the schema events are numbered, no more types.
+    loading: bool,
+    /// The seq of the next event the loader writes.
+    next_seq: i64,
+    /// Rows loaded per shadow table (orders the index builds, largest first).
+    rows: HashMap<String, u64>,
+    /// Published (or cleaned up): nothing left to remove.
+    done: bool,
+    /// Ids handed out (see [`Shadow::next_id`]).
+    ids: u64,
+    /// The entity type of the last `copy_records`, and the ones loaded before it.
+    current: Option<Uuid>,
+    finished: Vec<Uuid>,
+    /// Tables whose ANALYZE is queued ([`BulkOptions::analyze`]).
+    analyzed: Vec<String>,
+    /// Index builds running on other connections.
+    builder: Option<Builder>,
+}
+
+impl Shadow {
+    /// A time-ordered id that also grows within one millisecond.
+    fn next_id(&mut self) -> Uuid {
+        self.ids += 1;
+        let millis = Utc::now().timestamp_millis().max(0) as u64;
+        let random = u128::from(Uuid::new_v4().as_u64_pair().1) & ((1u128 << 56) - 1);
+        ordered_uuid(millis, (u128::from(self.ids) << 56) | random)
+    }
+}
+
+#[derive(QueryableByName)]
+struct NameRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct SeqRow {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+}
+
+impl BulkLoad {
+    /// Starts a load that **replaces** `tenant` (named `name`) with what it loads: the
+    /// tenant's previous schema, records, relations and feed are gone once it commits.
+    ///
+    /// When no other tenant has data in the shared tables (and the connecting role owns
+    /// them), the load takes the exclusive path [`IndexPath::Swapped`]: it creates empty
+    /// copies of the bulk tables in the schema `ddms_bulk` (RLS, policies, grants
+    /// included), loads them as `ddms_app` under RLS in one committed transaction per
+    /// statement (the loader writes the field-value rows and events that the triggers
+    /// would), builds their indexes on [`BulkOptions::connections`] connections, and
+    /// [`BulkLoad::commit`] swaps them in with one short transaction that also declares the
+    /// tenant's types. Until then the live tables, and so the library, still show the
+    /// previous tenant (or none); an interrupted load leaves only `ddms_bulk` behind, which
+    /// nothing reads and the next replacing load removes. Entity and relation types must
+    /// be created before the first copy (their events come first in the feed).
+    ///
+    /// Otherwise it is [`BulkLoad::begin`] followed by [`BulkLoad::reset_tenant`]: one
+    /// transaction, indexes maintained row by row, the reason in [`BulkLoad::index_path`].
+    pub fn replace(
+        url: &str,
+        tenant: Uuid,
+        name: &str,
+        actor: &str,
+        opts: &BulkOptions,
+    ) -> Result<BulkLoad> {
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+            return Err(Error::invalid(
+                "name",
+                "invalid_name",
+                "tenant name must be 1 to 200 characters without NUL",
+            ));
+        }
+        let mut load = BulkLoad::open(url, tenant, actor, opts)?;
+        let blocker = load.exclusive_blocker()?;
+        let why = match blocker {
+            Some(why) => why,
+            None => {
+                let rows: Vec<BoolRow> =
+                    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM tenants) AS b")
+                        .load(&mut load.conn)
+                        .map_err(db("tenant check"))?;
+                load.existed = rows.first().is_some_and(|r| r.b);
+                <PgConnection as Connection>::TransactionManager::rollback_transaction(
+                    &mut load.conn,
+                )
+                .map_err(db("ROLLBACK"))?;
+                match load.create_shadow(&name)? {
+                    Ok(shadow) => {
+                        load.shadow = Some(Box::new(shadow));
+                        load.path = IndexPath::Swapped {
+                            connections: opts.connections.max(1),
+                        };
+                        simple(&mut load.conn, "SET synchronous_commit = off")?;
+                        tracing::info!(tenant = %tenant, path = %load.path, "bulk load started");
+                        return Ok(load);
+                    }
+                    Err(why) => {
+                        <PgConnection as Connection>::TransactionManager::begin_transaction(
+                            &mut load.conn,
+                        )
+                        .map_err(db("BEGIN"))?;
+                        load.tx_settings()?;
+                        why
+                    }
+                }
+            }
+        };
+        load.path = IndexPath::Maintained(why);
+        tracing::info!(tenant = %tenant, path = %load.path, "bulk load started");
+        load.reset_tenant(&name)?;
+        Ok(load)
+    }
+
+    /// True when the tenant existed before this load (it is replaced).
+    pub fn replaces_existing(&self) -> bool {
+        self.existed
+    }
+
+    /// Creates the shadow tables (committed, empty) and saves what to build on them.
+    /// `Ok(Err(why))`: the exclusive path is not possible, nothing was changed.
+    fn create_shadow(&mut self, name: &str) -> Result<std::result::Result<Shadow, String>> {
+        let locked: Vec<BoolRow> =
+            diesel::sql_query(format!("SELECT pg_try_advisory_lock({SHADOW_LOCK}) AS b"))
+                .load(&mut self.conn)
+                .map_err(db("advisory lock"))?;
+        if !locked.first().is_some_and(|r| r.b) {
+            return Err(Error::Unavailable(
+                "another replacing bulk load is running on this database".into(),
+            ));
+        }
+        let out = self.create_shadow_locked(name);
+        if !matches!(out, Ok(Ok(_))) {
+            let _ = self
+                .conn
+                .batch_execute(&format!("SELECT pg_advisory_unlock({SHADOW_LOCK})"));
+        }
+        out
+    }
+
+    fn create_shadow_locked(&mut self, name: &str) -> Result<std::result::Result<Shadow, String>> {
+        let live: Vec<NameRow> = diesel::sql_query(
+            "SELECT coalesce(min(n.nspname::text), '') AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = to_regclass('records')",
+        )
+        .load(&mut self.conn)
+        .map_err(db("live schema"))?;
+        let live = live.into_iter().next().map(|r| r.name).unwrap_or_default();
+        if live.is_empty() {
+            return Ok(Err("table records not found".into()));
+        }
+        let tables: Vec<String> = BULK_TABLES.iter().map(|t| t.to_string()).collect();
+        <PgConnection as Connection>::TransactionManager::begin_transaction(&mut self.conn)
+            .map_err(db("BEGIN"))?;
+        let out = (|| -> Result<std::result::Result<Shadow, String>> {
+            simple(&mut self.conn, "SET LOCAL search_path = pg_catalog")?;
+            let mut s = Sql::new();
+            let _ = s.param(Bind::TextArr(tables.clone()));
+            let _ = s.param(Bind::Text(live.clone()));
+            s.push(SHADOW_BLOCKERS);
+            let blockers: Vec<NameRow> =
+                s.query().load(&mut self.conn).map_err(db("shadow check"))?;
+            if !blockers.is_empty() {
+                let why: Vec<String> = blockers.into_iter().map(|r| r.name).collect();
+                return Ok(Err(why.join("; ")));
+            }
+            let mut s = Sql::new();
+            let _ = s.param(Bind::TextArr(tables.clone()));
+            let _ = s.param(Bind::Text(live.clone()));
+            s.push(SHADOW_DDL);
+            let ddl: Vec<DdlRow> = s
+                .query()
+                .load(&mut self.conn)
+                .map_err(db("shadow definitions"))?;
+            let mut shadow = Shadow {
+                name: name.to_string(),
+                live: live.clone(),
+                ..Shadow::default()
+            };
+            let mut setup = vec![
+                format!("DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE"),
+                format!("CREATE SCHEMA {SHADOW_SCHEMA}"),
+                format!("GRANT USAGE ON SCHEMA {SHADOW_SCHEMA} TO ddms_app"),
+            ];
+            // `drop_sql` carries the object's name, `name` its table (see SHADOW_DDL).
+            for d in ddl {
+                let retargeted = d.create_sql.contains(&format!(" ON {SHADOW_SCHEMA}."));
+                match d.kind.as_str() {
+                    "table" | "policy" | "grant" => setup.push(d.create_sql),
+                    "index" if retargeted => {
+                        shadow.indexes.push((d.name, d.drop_sql, d.create_sql))
+                    }
+                    "trigger" if retargeted => shadow.triggers.push(d.create_sql),
+                    "attach" => shadow.attach.push(d.create_sql),
+                    "foreign key" => shadow.foreign_keys.push((d.drop_sql, d.create_sql)),
+                    _ => {
+                        return Ok(Err(format!(
+                            "cannot re-create {} {} of {} beside it",
+                            d.kind, d.drop_sql, d.name
+                        )))
+                    }
+                }
+            }
+            for sql in &setup {
+                if let Err(e) = self.conn.batch_execute(sql) {
+                    return Ok(Err(format!("cannot create the shadow tables: {e}")));
+                }
+            }
+            Ok(Ok(shadow))
+        })();
+        match out {
+            Ok(Ok(shadow)) => {
+                <PgConnection as Connection>::TransactionManager::commit_transaction(
+                    &mut self.conn,
+                )
+                .map_err(db("COMMIT"))?;
+                Ok(Ok(shadow))
+            }
+            other => {
+                let _ = <PgConnection as Connection>::TransactionManager::rollback_transaction(
+                    &mut self.conn,
+                );
+                other
+            }
+        }
+    }
+
+    /// `table` qualified for the current path: the shadow copy on the exclusive path of
+    /// a replacing load, else the live table.
+    fn target(&self, table: &str) -> String {
+        if self.shadow.is_some() {
+            format!("{SHADOW_SCHEMA}.{table}")
+        } else {
+            table.to_string()
+        }
+    }
+
+    /// Runs `f` in its own transaction as `ddms_app` bound to the tenant (exclusive path
+    /// of a replacing load: every statement commits on its own, into the shadow tables).
+    fn in_shadow_tx<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if let Some(sh) = self.shadow.as_mut() {
+            sh.loading = true;
+        }
+        <PgConnection as Connection>::TransactionManager::begin_transaction(&mut self.conn)
+            .map_err(db("BEGIN"))?;
+        let out = self.tx_settings().and_then(|()| f(self));
+        // The staging tables are ON COMMIT DROP.
+        self.staged_records = false;
+        self.staged_relations = false;
+        match out {
+            Ok(v) => {
+                <PgConnection as Connection>::TransactionManager::commit_transaction(
+                    &mut self.conn,
+                )
+                .map_err(db("COMMIT"))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = <PgConnection as Connection>::TransactionManager::rollback_transaction(
+                    &mut self.conn,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn shadow_mut(&mut self) -> Result<&mut Shadow> {
+        self.shadow
+            .as_deref_mut()
+            .ok_or_else(|| Error::Internal("not a replacing load".into()))
+    }
+
+    fn shadow_entity_type(&mut self, def: &EntityTypeDef) -> Result<EntityType> {
+        let sh = self.shadow_mut()?;
+        if sh.loading {
+            return Err(Error::Internal(
+                "a replacing load creates its types before the first copy".into(),
+            ));
+        }
+        if sh.entity_types.iter().any(|(d, _, _)| d.name == def.name) {
+            return Err(Error::conflict(
+                ddms_core::ConflictKind::AlreadyExists,
+                format!("entity type {} already exists", def.name),
+            ));
+        }
+        // Ids that grow in creation order: records of the first type sort first in every
+        // index led by (tenant_id, entity_type_id), and so do field-value rows by
+        // field_id, so the builds get presorted input.
+        let id = sh.next_id();
+        let field_ids = def.fields.iter().map(|_| sh.next_id()).collect();
+        sh.entity_types.push((def.clone(), id, field_ids));
+        let now = Utc::now();
+        let ty = EntityType {
+            id,
+            name: def.name.clone(),
+            label: def.label.clone(),
+            fields: def.fields.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        self.types.insert(def.name.to_string(), ty.clone());
+        Ok(ty)
+    }
+
+    fn shadow_relation_type(&mut self, def: &RelationTypeDef) -> Result<RelationType> {
+        self.entity_type(def.source.as_str())?;
+        self.entity_type(def.target.as_str())?;
+        let sh = self.shadow_mut()?;
+        if sh.loading {
+            return Err(Error::Internal(
+                "a replacing load creates its types before the first copy".into(),
+            ));
+        }
+        if sh.relation_types.iter().any(|(d, _)| d.name == def.name) {
+            return Err(Error::conflict(
+                ddms_core::ConflictKind::AlreadyExists,
+                format!("relation type {} already exists", def.name),
+            ));
+        }
+        let id = sh.next_id();
+        sh.relation_types.push((def.clone(), id));
+        Ok(RelationType {
+            id,
+            name: def.name.clone(),
+            source: def.source.clone(),
+            target: def.target.clone(),
+            cardinality: def.cardinality,
+            on_delete: def.on_delete,
+            created_at: Utc::now(),
+        })
+    }
+
+    /// The seq of the first bulk event: after the schema events of this load.
+    fn shadow_first_seq(&mut self) -> Result<i64> {
+        let sh = self.shadow_mut()?;
+        if sh.next_seq == 0 {
+            sh.next_seq = (sh.entity_types.len() + sh.relation_types.len()) as i64 + 1;
+        }
+        Ok(sh.next_seq)
+    }
+
+    fn count_rows(&mut self, table: &str, n: u64) -> Result<()> {
+        *self
+            .shadow_mut()?
+            .rows
+            .entry(table.to_string())
+            .or_default() += n;
+        Ok(())
+    }
+
+    /// What the insert trigger would write for `n` records just inserted from the
+    /// staging table: field-value rows of the declared indexes, and the events.
+    fn shadow_record_rows(&mut self, ty: &EntityType, n: u64) -> Result<()> {
+        self.count_rows("records", n)?;
+        let field_ids = self
+            .shadow_mut()?
+            .entity_types
+            .iter()
+            .find(|(_, id, _)| *id == ty.id)
+            .map(|(_, _, f)| f.clone())
+            .ok_or_else(|| Error::Internal(format!("entity type {} is unknown", ty.name)))?;
+        for (f, field_id) in ty.fields.iter().zip(field_ids) {
+            let Some(class) = f.kind.value_class().filter(|_| f.has_index()) else {
+                continue;
+            };
+            let (table, cast) = crate::sql::class_table(class);
+            let mut s = Sql::new();
+            let t = s.param(Bind::Uuid(self.tenant));
+            let fid = s.param(Bind::Uuid(field_id));
+            let key = s.param(Bind::Text(f.name.to_string()));
+            let uniq = s.param(Bind::Bool(f.unique));
+            // Exactly the trigger's expression (`ddms_records_inserted`).
+            s.push(&format!(
+                "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) \
+                 SELECT {t}, {fid}, s.id, (s.data->>{key})::{cast}, {uniq} FROM ddms_stage_records s"
+            ));
+            s.query()
+                .execute(&mut self.conn)
+                .map_err(db(&format!("field values of {}", f.name)))?;
+            self.count_rows(table, n)?;
+        }
+        self.shadow_events(n, ty.id, ty.name.as_str(), true)
+    }
+
+    fn shadow_relation_rows(&mut self, rt: &RelationType, n: u64) -> Result<()> {
+        self.count_rows("relations", n)?;
+        self.shadow_events(n, rt.id, rt.name.as_str(), false)
+    }
+
+    /// The events of one bulk statement, as the triggers of the init migration and
+    /// `..._bulk_summary_events` write them, numbered after the events before it.
+    fn shadow_events(&mut self, n: u64, type_id: Uuid, name: &str, records: bool) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let base = self.shadow_first_seq()?;
+        let summary = self.opts.events == BulkEvents::Summary;
+        let mut s = Sql::new();
+        let t = s.param(Bind::Uuid(self.tenant));
+        let b = s.param(Bind::Int(base));
+        let nm = s.param(Bind::Text(name.to_string()));
+        let a = s.param(Bind::Text(self.actor.clone()));
+        let into = format!("INSERT INTO {SHADOW_SCHEMA}.events (tenant_id, seq, kind, entity_type, subject_id, payload, actor, at) ");
+        let sql = match (records, summary) {
+            (true, false) => format!(
+                "{into}SELECT {t}, {b} + row_number() OVER (ORDER BY s.id) - 1, 'record.created', {nm}, s.id, \
+                 jsonb_build_object('data', s.data, 'version', 1), {a}, now() FROM ddms_stage_records s"
+            ),
+            (false, false) => format!(
+                "{into}SELECT {t}, {b} + row_number() OVER (ORDER BY s.id) - 1, 'relation.created', NULL, s.id, \
+                 jsonb_build_object('type', {nm}, 'source_id', s.source_id, 'target_id', s.target_id, 'data', 'null'::jsonb), \
+                 {a}, now() FROM ddms_stage_relations s"
+            ),
+            (true, true) => {
+                let id = s.param(Bind::Uuid(type_id));
+                format!(
+                    "{into}SELECT {t}, {b}, 'bulk.loaded', {nm}, {id}, jsonb_build_object('kind', 'records', 'entity_type', {nm}, \
+                     'count', count(*), 'first_id', min(s.id::text)::uuid, 'last_id', max(s.id::text)::uuid), {a}, now() \
+                     FROM ddms_stage_records s"
+                )
+            }
+            (false, true) => {
+                let id = s.param(Bind::Uuid(type_id));
+                format!(
+                    "{into}SELECT {t}, {b}, 'bulk.loaded', NULL, {id}, jsonb_build_object('kind', 'relations', 'relation_type', {nm}, \
+                     'count', count(*), 'first_id', min(s.id::text)::uuid, 'last_id', max(s.id::text)::uuid), {a}, now() \
+                     FROM ddms_stage_relations s"
+                )
+            }
+        };
+        s.push(&sql);
+        let written = s
+            .query()
+            .execute(&mut self.conn)
+            .map_err(db("bulk events"))? as i64;
+        self.count_rows("events", written as u64)?;
+        self.shadow_mut()?.next_seq += written;
+        Ok(())
+    }
+
+    fn index_settings(&self) -> Result<String> {
+        Ok(format!(
+            "SET maintenance_work_mem = {}; SET max_parallel_maintenance_workers = {}; \
+             SET synchronous_commit = off; SET statement_timeout = 0",
+            quote_setting(&self.opts.maintenance_work_mem)?,
+            self.opts.index_workers
+        ))
+    }
+
+    /// Types are loaded one after another (a replacing load declares them all first):
+    /// when the load moves on to `next` (another entity type, or `None`: relations), the
+    /// tables that only the types before it fill are complete, and their indexes are
+    /// built on a second connection while the load goes on. Should a caller come back to
+    /// a finished type, its inserts wait for those builds and then maintain the new
+    /// indexes row by row: slower, still correct.
+    fn build_finished_tables(&mut self, next: Option<Uuid>) -> Result<()> {
+        if self.opts.connections < 2 {
+            return Ok(());
+        }
+        let sh = self.shadow_mut()?;
+        if let Some(cur) = sh.current.filter(|c| Some(*c) != next) {
+            if !sh.finished.contains(&cur) {
+                sh.finished.push(cur);
+            }
+        }
+        sh.current = next;
+        let pending: Vec<&(EntityTypeDef, Uuid, Vec<Uuid>)> = sh
+            .entity_types
+            .iter()
+            .filter(|(_, id, _)| !sh.finished.contains(id))
+            .collect();
+        let tables: Vec<&str> = BULK_TABLES
+            .iter()
+            .copied()
+            .filter(|t| match *t {
+                "records" => pending.is_empty(),
+                "relations" | "events" => false,
+                fv => !pending.iter().any(|(def, _, _)| {
+                    def.fields.iter().any(|f| {
+                        f.has_index()
+                            && f.kind
+                                .value_class()
+                                .is_some_and(|c| crate::sql::class_table(c).0 == fv)
+                    })
+                }),
+            })
+            .collect();
+        self.start_index_builds(&tables, 1)
+    }
+
+    /// Queues the index builds of `tables` (those not queued yet) and makes sure up to
+    /// `workers` connections build them.
+    fn start_index_builds(&mut self, tables: &[&str], workers: usize) -> Result<()> {
+        let settings = self.index_settings()?;
+        let analyze = self.opts.analyze;
+        let url = self.url.clone();
+        let sh = self.shadow_mut()?;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut sh.indexes)
+            .into_iter()
+            .partition(|(t, _, _)| tables.contains(&t.as_str()));
+        sh.indexes = later;
+        let mut tasks: Vec<Task> = now
+            .into_iter()
+            .map(|(t, name, sql)| (sh.rows.get(&t).copied().unwrap_or(0), name, sql))
+            .collect();
+        if analyze {
+            // After the index builds queued so far (ANALYZE waits for builds on its table).
+            for t in tables {
+                if !sh.analyzed.iter().any(|a| a == t) {
+                    sh.analyzed.push(t.to_string());
+                    tasks.push((
+                        0,
+                        format!("analyze {t}"),
+                        format!("ANALYZE {SHADOW_SCHEMA}.{t}"),
+                    ));
+                }
+            }
+        }
+        sh.builder
+            .get_or_insert_with(|| Builder::new(url, settings))
+            .add(tasks, workers);
+        Ok(())
+    }
+
+    /// The exclusive path's commit: indexes (in parallel), constraints and triggers,
+    /// ANALYZE, then the swap in one short transaction.
+    fn publish(mut self) -> Result<BulkReport> {
+        let connections = self.opts.connections.max(1);
+        let (attach, triggers) = {
+            let sh = self.shadow_mut()?;
+            (
+                std::mem::take(&mut sh.attach),
+                std::mem::take(&mut sh.triggers),
+            )
+        };
+        let total = self.records + self.relations;
+        let analyzed = self.opts.analyze;
+        let phase = if analyzed {
+            "build indexes, analyze"
+        } else {
+            "build indexes"
+        };
+        self.phase(phase, total, |me| {
+            me.start_index_builds(&BULK_TABLES, connections)?;
+            let builder = me.shadow_mut()?.builder.take();
+            builder.map_or(Ok(()), Builder::join)
+        })?;
+        self.phase("constraints and triggers", 0, |me| {
+            let ddl: Vec<String> =
+                attach
+                    .iter()
+                    .chain(&triggers)
+                    .cloned()
+                    .chain(BULK_TABLES.iter().map(|t| {
+                        format!("ALTER TABLE {SHADOW_SCHEMA}.{t} RESET (autovacuum_enabled)")
+                    }))
+                    .collect();
+            me.conn
+                .batch_execute(&ddl.join("; "))
+                .map_err(db("constraints and triggers"))
+        })?;
+        self.phase("publish", 0, |me| {
+            <PgConnection as Connection>::TransactionManager::begin_transaction(&mut me.conn)
+                .map_err(db("BEGIN"))?;
+            let out = me.swap();
+            match out {
+                Ok(()) => {
+                    <PgConnection as Connection>::TransactionManager::commit_transaction(
+                        &mut me.conn,
+                    )
+                    .map_err(db("COMMIT"))?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = <PgConnection as Connection>::TransactionManager::rollback_transaction(
+                        &mut me.conn,
+                    );
+                    Err(e)
+                }
+            }
+        })?;
+        self.shadow_mut()?.done = true;
+        let _ = self.conn.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {SHADOW_SCHEMA}; SELECT pg_advisory_unlock({SHADOW_LOCK})"
+        ));
+        let report = BulkReport {
+            records: self.records,
+            relations: self.relations,
+            index_path: self.path.clone(),
+            phases: std::mem::take(&mut self.phases),
+            elapsed: self.started.elapsed(),
+            analyzed,
+        };
+        tracing::info!(records = report.records, relations = report.relations, elapsed = ?report.elapsed, "bulk load published");
+        Ok(report)
+    }
+
+    /// The publishing transaction: lock the live tables, re-check that no other tenant
+    /// has data, swap the tables, re-add their foreign keys, replace the tenant's schema
+    /// rows and feed. Readers wait for it only as long as it runs (catalog updates and
+    /// the schema rows: milliseconds, plus validating the events foreign key).
+    fn swap(&mut self) -> Result<()> {
+        let sh = self
+            .shadow
+            .take()
+            .ok_or_else(|| Error::Internal("not a replacing load".into()))?;
+        let out = self.swap_with(&sh);
+        self.shadow = Some(sh);
+        out
+    }
+
+    fn swap_with(&mut self, sh: &Shadow) -> Result<()> {
+        let live = &sh.live;
+        simple(&mut self.conn, "SET LOCAL synchronous_commit = on")?;
+        let tables = BULK_TABLES
+            .iter()
+            .map(|t| format!("{}.{t}", quote_ident(live)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let locked = self.conn.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}; LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE; SET LOCAL lock_timeout = 0",
+            self.opts.lock_timeout_ms
+        ));
+        if let Err(e) = locked {
+            return Err(Error::Unavailable(format!(
+                "cannot lock the shared tables to publish the load: {e}"
+            )));
+        }
+        self.as_app()?;
+        match self.other_tenants_with_data()? {
+            Some(0) => {}
+            _ => {
+                return Err(Error::conflict(
+                    ddms_core::ConflictKind::AlreadyExists,
+                    "another tenant wrote data into the shared tables during the load; nothing \
+                     was published (run the load again: it will maintain the indexes)",
+                ))
+            }
+        }
+        self.as_owner()?;
+        let mut ddl = Vec::new();
+        for t in BULK_TABLES {
+            // No CASCADE: if anything else depended on a live table, this fails and the
+            // whole publish rolls back.
+            ddl.push(format!("DROP TABLE {}.{t}", quote_ident(live)));
+            ddl.push(format!(
+                "ALTER TABLE {SHADOW_SCHEMA}.{t} SET SCHEMA {}",
+                quote_ident(live)
+            ));
+        }
+        simple(&mut self.conn, &ddl.join("; "))?;
+        self.as_app()?;
+        // The tenant row stays (the events' foreign key cascades from it); its schema
+        // rows and feed are replaced. Purge mode: no events for what goes away.
+        let mut s = Sql::new();
+        s.push("INSERT INTO tenants (id, name) VALUES (")
+            .bind(Bind::Uuid(self.tenant))
+            .push(", ")
+            .bind(Bind::Text(sh.name.clone()))
+            .push(") ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name");
+        s.query()
+            .execute(&mut self.conn)
+            .map_err(db("create tenant"))?;
+        self.as_owner()?;
+        for (name, sql) in &sh.foreign_keys {
+            self.conn
+                .batch_execute(sql)
+                .map_err(db(&format!("foreign key {name}")))?;
+        }
+        self.as_app()?;
+        simple(
+            &mut self.conn,
+            "SELECT set_config('ddms.purge', 'on', true)",
+        )?;
+        for table in ["relation_types", "fields", "entity_types", "tenant_feeds"] {
+            let mut s = Sql::new();
+            s.push(&format!("DELETE FROM {table} WHERE tenant_id = "))
+                .bind(Bind::Uuid(self.tenant));
+            s.query().execute(&mut self.conn).map_err(db(table))?;
+        }
+        simple(&mut self.conn, "SELECT set_config('ddms.purge', '', true)")?;
+        let mut s = Sql::new();
+        s.push("INSERT INTO tenant_feeds (tenant_id) VALUES (")
+            .bind(Bind::Uuid(self.tenant))
+            .push(")");
+        s.query()
+            .execute(&mut self.conn)
+            .map_err(db("create feed"))?;
+        self.types.clear();
+        for (def, id, field_ids) in &sh.entity_types {
+            self.insert_entity_type(*id, def, Some(field_ids))?;
+        }
+        for (def, id) in &sh.relation_types {
+            self.insert_relation_type(*id, def)?;
+        }
+        // The schema events took seqs 1..=S; the loaded events are numbered from S + 1.
+        let schema_events = (sh.entity_types.len() + sh.relation_types.len()) as i64;
+        let last = if sh.next_seq == 0 {
+            schema_events
+        } else {
+            sh.next_seq - 1
+        };
+        let mut s = Sql::new();
+        s.push("UPDATE tenant_feeds SET seq = ")
+            .bind(Bind::Int(last))
+            .push(" WHERE tenant_id = ")
+            .bind(Bind::Uuid(self.tenant))
+            .push(" AND seq = ")
+            .bind(Bind::Int(schema_events))
+            .push(" RETURNING seq");
+        let done: Vec<SeqRow> = s.query().load(&mut self.conn).map_err(db("feed counter"))?;
+        if done.first().map(|r| r.seq) != Some(last) {
+            return Err(Error::Internal(
+                "the feed did not number the schema events as expected".into(),
+            ));
+        }
+        let mut s = Sql::new();
+        s.push("SELECT ddms_notify(")
+            .bind(Bind::Uuid(self.tenant))
+            .push(")");
+        s.query().execute(&mut self.conn).map_err(db("notify"))?;
+        Ok(())
+    }
+}
+
+impl Drop for BulkLoad {
+    fn drop(&mut self) {
+        // An unpublished replacing load: remove its shadow tables (best effort; an
+        // interrupted process leaves them to the next replacing load, which drops them).
+        if self.shadow.as_ref().is_some_and(|s| !s.done) {
+            if let Some(b) = self.shadow.as_mut().and_then(|s| s.builder.take()) {
+                b.stop();
+                let _ = b.join();
+            }
+            let _ = <PgConnection as Connection>::TransactionManager::rollback_transaction(
+                &mut self.conn,
+            );
+            let _ = self.conn.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE; SELECT pg_advisory_unlock({SHADOW_LOCK})"
+            ));
+        }
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Index builds on other connections, fed from a queue (largest table first); tasks can
+/// be added while it runs. The first error stops every connection after its current
+/// statement.
+struct Builder {
+    url: String,
+    settings: String,
+    state: std::sync::Arc<BuilderState>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A queued statement: (rows of its table, name, SQL).
+type Task = (u64, String, String);
+
+#[derive(Default)]
+struct BuilderState {
+    /// Queued statements, and the number of live workers.
+    queue: parking_lot::Mutex<(Vec<Task>, usize)>,
+    failed: std::sync::atomic::AtomicBool,
+    first_err: parking_lot::Mutex<Option<Error>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    fn new(url: String, settings: String) -> Builder {
+        Builder {
+            url,
+            settings,
+            state: std::sync::Arc::default(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// Queues `tasks` and starts workers until `workers` are live.
+    fn add(&mut self, tasks: Vec<Task>, workers: usize) {
+        let live = {
+            let mut q = self.state.queue.lock();
+            q.0.extend(tasks);
+            // Popped from the end: largest last.
+            q.0.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+            let live = q.1;
+            q.1 = q.1.max(workers);
+            live
+        };
+        for _ in live..workers {
+            let state = self.state.clone();
+            let url = self.url.clone();
+            let settings = self.settings.clone();
+            self.workers.push(std::thread::spawn(move || {
+                build_worker(&url, &settings, &state)
+            }));
+        }
+    }
+
+    fn stop(&self) {
+        self.state
+            .failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn join(self) -> Result<()> {
+        for w in self.workers {
+            let _ = w.join();
+        }
+        match self.state.first_err.lock().take() {
+            Some(e) => Err(e),
+            None if self.state.failed.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(Error::Internal("index builds were stopped".into()))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn build_worker(url: &str, settings: &str, state: &BuilderState) {
+    let fail = |e: Error| {
+        state
+            .failed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        state.first_err.lock().get_or_insert(e);
+        state.queue.lock().1 -= 1;
+    };
+    let mut conn = match PgConnection::establish(url) {
+        Ok(c) => c,
+        Err(e) => return fail(Error::Unavailable(format!("cannot connect: {e}"))),
+    };
+    if let Err(e) = conn.batch_execute(settings) {
+        return fail(db("session settings")(e));
+    }
+    let _ = conn.batch_execute("SET client_connection_check_interval = 1000");
+    loop {
+        let task = {
+            let mut q = state.queue.lock();
+            if state.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                q.1 -= 1;
+                return;
+            }
+            match q.0.pop() {
+                Some(t) => t,
+                None => {
+                    // Counted out under the lock, so `add` starts a new worker if needed.
+                    q.1 -= 1;
+                    return;
+                }
+            }
+        };
+        let (_, name, sql) = task;
+        let t = Instant::now();
+        if let Err(e) = conn.batch_execute(&sql) {
+            return fail(rebuild_error(&name, e));
+        }
+        tracing::debug!(%name, elapsed = ?t.elapsed(), "built");
+    }
 }

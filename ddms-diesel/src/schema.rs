@@ -218,6 +218,19 @@ impl PgBackend {
         f: &Field,
         has_records: bool,
     ) -> TxResult<()> {
+        Self::insert_field_with_id(c, tenant, type_id, Uuid::new_v4(), f, has_records)
+    }
+
+    /// [`PgBackend::insert_field`] with a field id chosen by the caller (the bulk loader
+    /// writes field-value rows before it declares the fields).
+    pub(crate) fn insert_field_with_id(
+        c: &mut PgConnection,
+        tenant: Uuid,
+        type_id: Uuid,
+        field_id: Uuid,
+        f: &Field,
+        has_records: bool,
+    ) -> TxResult<()> {
         let state = match (f.has_index(), has_records) {
             (false, _) => None,
             (true, false) => Some("ready"),
@@ -227,7 +240,7 @@ impl PgBackend {
         s.push("INSERT INTO fields (tenant_id, id, entity_type_id, name, kind, value_class, is_unique, index_state) VALUES (")
             .bind(Bind::Uuid(tenant))
             .push(", ")
-            .bind(Bind::Uuid(Uuid::new_v4()))
+            .bind(Bind::Uuid(field_id))
             .push(", ")
             .bind(Bind::Uuid(type_id))
             .push(", ")

@@ -5,9 +5,13 @@
 //! `resource` and the relation types `owns` (user → project, one to many), `member_of`
 //! (user → project, many to many) and `uses` (project → resource, many to many), and
 //! loads 400k users, 300k projects and 300k resources (1M records) and 4 relations per
-//! project (1.2M relations) with [`ddms_diesel::bulk`]: binary COPY into session-private
-//! staging tables and `INSERT ... SELECT` as the RLS-bound role, all in one transaction
-//! (Ctrl-C rolls everything back; running it again starts clean), then `ANALYZE`.
+//! project (1.2M relations) with [`ddms_diesel::bulk`]'s replacing load: binary COPY into
+//! session-private staging tables and `INSERT ... SELECT` as the RLS-bound role. When no
+//! other tenant has data, the new tables are built beside the live ones (schema
+//! `ddms_bulk`), indexed and ANALYZEd on up to `SEED_MAX_CONNECTIONS` connections (at most
+//! one per core) and swapped in by one short transaction at the end; otherwise it is one
+//! transaction with the indexes maintained. Either way Ctrl-C leaves the previous tenant
+//! (or none) visible as it was, and running it again starts clean.
 //!
 //! Rows are generated on a second thread while PostgreSQL consumes the COPY stream, in
 //! bounded chunks, so memory stays flat whatever the size. Every row is derived from
@@ -23,8 +27,8 @@ use ddms_core::{
     Cardinality, EntityType, Error, NewEntityType, NewRelationType, OnDelete, RelationType,
 };
 use ddms_diesel::bulk::{
-    analyze, ordered_uuid, BulkEvents, BulkLoad, BulkOptions, BulkProgress, BulkReport, Chunk,
-    RecordEncoder, RelationEncoder,
+    analyze_tables, ordered_uuid, BulkEvents, BulkLoad, BulkOptions, BulkProgress, BulkReport,
+    Chunk, RecordEncoder, RelationEncoder, ALL_TABLES, SCHEMA_TABLES,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
@@ -52,9 +56,9 @@ pub struct SeedArgs {
     /// Rows per generated chunk (the unit streamed into COPY).
     #[arg(long, env = "SEED_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
-    /// Connection limit. The load itself is one transaction on one connection (atomic,
-    /// and a tenant's writers serialise on its change feed anyway); the final ANALYZE
-    /// runs over up to this many connections.
+    /// Connection limit. Index builds and ANALYZE run on up to this many connections,
+    /// but no more than the machine has cores (the rows themselves stream through one
+    /// connection while the record tables' indexes build on a second).
     #[arg(long, env = "SEED_MAX_CONNECTIONS", default_value_t = 20)]
     pub max_connections: usize,
     /// Allow users + projects + resources to differ from 1,000,000.
@@ -69,10 +73,11 @@ pub struct SeedArgs {
     /// Skip the final ANALYZE.
     #[arg(long)]
     pub no_analyze: bool,
-    /// Change-feed events for the loaded rows: `rows` (one `record.created` /
-    /// `relation.created` event per row, as for any write) or `summary` (one
-    /// `bulk.loaded` event per entity type and relation type; see BENCHMARKS.md).
-    #[arg(long, env = "SEED_EVENTS", default_value = "rows")]
+    /// Change-feed events for the loaded rows: `summary` (default: one `bulk.loaded`
+    /// event per entity type and relation type, with the count and the first and last
+    /// id) or `rows` (one `record.created` / `relation.created` event per row, as for
+    /// single writes: 2.2M events at full size). See ARCHITECTURE.md and BENCHMARKS.md.
+    #[arg(long, env = "SEED_EVENTS", default_value = "summary")]
     pub events: String,
     /// Tenant to (re)create (default: the demo tenant).
     #[arg(long, default_value_t = DEMO_TENANT)]
@@ -94,7 +99,7 @@ impl Default for SeedArgs {
             seed_value: None,
             no_index_rebuild: false,
             no_analyze: false,
-            events: "rows".into(),
+            events: "summary".into(),
             tenant_id: DEMO_TENANT,
             progress: "auto".into(),
         }
@@ -699,10 +704,12 @@ pub fn run(url: &str, args: &SeedArgs) -> Result<SeedSummary, String> {
     let display = Arc::new(Mutex::new(Display::new(&args.progress, &totals)));
     lock(&display).message(&format!(
         "loading {} users, {} projects, {} resources and {relation_total} relations into tenant {} \
-         (seed value {seed_value}); one transaction: Ctrl-C rolls everything back",
+         (seed value {seed_value}); nothing is visible before the end: Ctrl-C leaves the \
+         database as it was",
         args.users, args.projects, args.resources, args.tenant_id
     ));
 
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let opts = BulkOptions {
         rebuild_indexes: !args.no_index_rebuild,
         events: if args.events == "summary" {
@@ -710,10 +717,12 @@ pub fn run(url: &str, args: &SeedArgs) -> Result<SeedSummary, String> {
         } else {
             BulkEvents::PerRow
         },
+        connections: args.max_connections.min(cores).max(1),
+        analyze: !args.no_analyze,
         ..BulkOptions::default()
     };
-    let mut load =
-        BulkLoad::begin(url, args.tenant_id, "seed", &opts).map_err(|e| e.to_string())?;
+    let mut load = BulkLoad::replace(url, args.tenant_id, DEMO_TENANT_NAME, "seed", &opts)
+        .map_err(|e| e.to_string())?;
     lock(&display).message(&format!("index path: {}", load.index_path()));
     {
         let display = display.clone();
@@ -740,11 +749,10 @@ pub fn run(url: &str, args: &SeedArgs) -> Result<SeedSummary, String> {
             }
         });
     }
-    let existed = load
-        .reset_tenant(DEMO_TENANT_NAME)
-        .map_err(|e| e.to_string())?;
-    if existed {
-        lock(&display).message("removed the previous demo tenant and everything it owned");
+    if load.replaces_existing() {
+        lock(&display).message(
+            "the previous demo tenant and everything it owns is replaced when the load commits",
+        );
     }
     let check = |t: NewEntityType| t.check().map_err(|e| e.to_string());
     let user = load
@@ -804,7 +812,13 @@ pub fn run(url: &str, args: &SeedArgs) -> Result<SeedSummary, String> {
     } else {
         lock(&display).message("analyze");
         let t = Instant::now();
-        let skipped = analyze(url, args.max_connections).map_err(|e| e.to_string())?;
+        // The exclusive path analyzed the bulk tables before publishing them.
+        let tables: &[&str] = if report.analyzed {
+            &SCHEMA_TABLES
+        } else {
+            &ALL_TABLES
+        };
+        let skipped = analyze_tables(url, tables, opts.connections).map_err(|e| e.to_string())?;
         (Some(t.elapsed()), skipped)
     };
     lock(&display).finish();
@@ -908,7 +922,8 @@ mod tests {
     fn seeds_a_small_tenant_and_reseeds_it() {
         let url = ddms_diesel::harness::fresh_database("seed_small").unwrap();
         ddms_diesel::migrate(&url).unwrap();
-        let args = small(60, 40, 25);
+        let mut args = small(60, 40, 25);
+        args.events = "rows".into();
         let first = run(&url, &args).unwrap();
         assert_eq!(
             first.records,
@@ -926,8 +941,13 @@ mod tests {
                 ("uses".into(), 80)
             ]
         );
-        assert_eq!(first.load.index_path, ddms_diesel::bulk::IndexPath::Rebuilt);
+        assert!(matches!(
+            first.load.index_path,
+            ddms_diesel::bulk::IndexPath::Swapped { .. }
+        ));
+        assert!(first.load.analyzed);
         assert!(first.render().contains("rows/s"));
+        assert!(first.render().contains("swapped in at publish"));
 
         // The library sees it, through the rebuilt indexes.
         let store = Store::new(PgBackend::connect(&PgConfig::new(&url)).unwrap());
@@ -944,13 +964,15 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(users.query(&q).unwrap().items.len(), 1);
-        let events = t.events(0, Some(1000)).unwrap();
-        // 3 entity types + 3 relation types + 125 records + 160 relations.
-        assert!(
-            events.events.len() >= 3 + 3 + 125 + 160 - 1,
-            "{}",
-            events.events.len()
-        );
+        let events = t.events(0, Some(1000)).unwrap().events;
+        // 3 entity types + 3 relation types + 125 records + 160 relations, gap-free.
+        assert_eq!(events.len(), 3 + 3 + 125 + 160);
+        assert!(events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as i64 + 1));
+        assert_eq!(events[5].kind, ddms_core::EventKind::RelationTypeCreated);
+        assert_eq!(events[6].kind, ddms_core::EventKind::RecordCreated);
 
         // Reseeding replaces it, with the same data for the same seed value.
         let second = run(&url, &args).unwrap();

@@ -6,7 +6,8 @@ use ddms_core::{
     Query, RelationTypeDef, Role, Scope, Store, TenantId,
 };
 use ddms_diesel::bulk::{
-    ordered_uuid, BulkLoad, BulkOptions, Chunk, IndexPath, RecordEncoder, RelationEncoder,
+    ordered_uuid, BulkEvents, BulkLoad, BulkOptions, Chunk, IndexPath, RecordEncoder,
+    RelationEncoder,
 };
 use ddms_diesel::{harness, migrate, PgBackend, PgConfig};
 use diesel::connection::SimpleConnection;
@@ -375,4 +376,365 @@ fn the_rebuild_can_be_disabled() {
     };
     let load = BulkLoad::begin(&url, Uuid::new_v4(), "loader", &opts).unwrap();
     assert!(matches!(load.index_path(), IndexPath::Maintained(why) if why.contains("disabled")));
+}
+
+// ---------------------------------------------------------------------------------------
+// Replacing loads (`BulkLoad::replace`): built beside the live tables, swapped in
+// ---------------------------------------------------------------------------------------
+
+/// Everything the swap must carry over, from the catalog: index and constraint
+/// definitions (`definitions`), triggers, policies, RLS flags, grants and owners.
+fn table_setup(url: &str) -> Vec<String> {
+    let mut c = PgConnection::establish(url).unwrap();
+    let mut rows: Vec<DefRow> = diesel::sql_query(
+        "WITH t AS (SELECT to_regclass(n) AS oid, n FROM unnest('{records,relations,events,fv_text,fv_int,fv_float,fv_bool,fv_date,fv_ts,fv_uuid}'::text[]) n) \
+         SELECT pg_get_triggerdef(g.oid) AS def FROM t JOIN pg_trigger g ON g.tgrelid = t.oid AND NOT g.tgisinternal \
+         UNION ALL SELECT t.n || ' policy ' || p.polname || ' ' || p.polcmd::text || ' ' || pg_get_expr(p.polqual, p.polrelid) || ' ' || pg_get_expr(p.polwithcheck, p.polrelid) \
+           || ' ' || p.polroles::text FROM t JOIN pg_policy p ON p.polrelid = t.oid \
+         UNION ALL SELECT t.n || ' ' || c.relrowsecurity || c.relforcerowsecurity || ' ' || pg_get_userbyid(c.relowner) || ' ' || coalesce(c.relacl::text, '') \
+           || ' ' || coalesce(c.reloptions::text, '') || ' ' || c.relnamespace::regnamespace::text FROM t JOIN pg_class c ON c.oid = t.oid \
+         UNION ALL SELECT t.n || ' column ' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' ' \
+           || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || coalesce(a.attcollation::regcollation::text, '') \
+           FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped \
+           LEFT JOIN pg_attrdef d ON d.adrelid = t.oid AND d.adnum = a.attnum",
+    )
+    .load(&mut c)
+    .unwrap();
+    rows.sort();
+    let mut out: Vec<String> = rows.into_iter().map(|r| r.def).collect();
+    out.extend(definitions(url));
+    out
+}
+
+fn shadow_schema_exists(url: &str) -> bool {
+    let mut c = PgConnection::establish(url).unwrap();
+    let r: Vec<N> =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'ddms_bulk'")
+            .load(&mut c)
+            .unwrap();
+    r[0].n > 0
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct EventRow {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    entity_type: Option<String>,
+    #[diesel(sql_type = Text)]
+    subject: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    payload: serde_json::Value,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    actor: Option<String>,
+}
+
+/// The tenant's feed as the app role sees it; schema and summary events keep their
+/// subject out (type ids differ between loads), record and relation events keep it.
+fn feed(url: &str, tenant: Uuid) -> Vec<EventRow> {
+    let mut c = PgConnection::establish(url).unwrap();
+    c.batch_execute("SET ROLE ddms_app").unwrap();
+    c.transaction::<_, diesel::result::Error, _>(|c| {
+        diesel::sql_query(format!(
+            "SELECT set_config('ddms.tenant_id', '{tenant}', true)"
+        ))
+        .execute(c)?;
+        diesel::sql_query(
+            "SELECT seq, kind, entity_type, CASE WHEN kind IN ('record.created', 'relation.created') THEN subject_id::text ELSE '' END AS subject, \
+             payload - 'first_id' - 'last_id' AS payload, actor FROM events ORDER BY seq",
+        )
+        .load(c)
+    })
+    .unwrap()
+}
+
+/// Loads 300 items and 899 relations through `load` (types first).
+fn load_items(load: &mut BulkLoad) {
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let next = load
+        .create_relation_type(&link("next", Cardinality::OneToOne))
+        .unwrap();
+    let likes = load
+        .create_relation_type(&link("likes", Cardinality::ManyToMany))
+        .unwrap();
+    assert_eq!(load.copy_records(&ty, items(&ty, 0..200)).unwrap(), 200);
+    assert_eq!(load.copy_records(&ty, items(&ty, 200..300)).unwrap(), 100);
+    let mut enc = RelationEncoder::new(&next);
+    for i in 0..299 {
+        enc.push(id(10_000 + i), id(i), id(i + 1));
+    }
+    assert_eq!(load.copy_relations(&next, [Ok(enc.take())]).unwrap(), 299);
+    let mut enc = RelationEncoder::new(&likes);
+    for i in 0..300 {
+        enc.push(id(20_000 + i), id(i), id((i * 7) % 300));
+        enc.push(id(30_000 + i), id(i), id((i * 7 + 1) % 300));
+    }
+    assert_eq!(load.copy_relations(&likes, [Ok(enc.take())]).unwrap(), 600);
+}
+
+#[test]
+fn a_replacing_load_swaps_in_tables_identical_to_the_live_ones() {
+    for events in [BulkEvents::PerRow, BulkEvents::Summary] {
+        let (url, store) = fresh();
+        let before = table_setup(&url);
+        let opts = BulkOptions {
+            events,
+            analyze: true,
+            ..BulkOptions::default()
+        };
+        let tenant = Uuid::new_v4();
+        let mut load = BulkLoad::replace(&url, tenant, "Swap", "loader", &opts).unwrap();
+        assert_eq!(load.index_path(), &IndexPath::Swapped { connections: 2 });
+        assert!(!load.replaces_existing());
+        load_items(&mut load);
+        // Not visible before it commits: no tenant, nothing under RLS.
+        assert!(store.get_tenant(TenantId(tenant)).is_err());
+        assert_eq!(count(&url, tenant, "records"), 0);
+        let report = load.commit().unwrap();
+        assert!(report.analyzed);
+        assert_eq!((report.records, report.relations), (300, 899));
+        assert_eq!(
+            table_setup(&url),
+            before,
+            "the swapped tables are set up as before"
+        );
+        assert!(!shadow_schema_exists(&url));
+
+        // The loader wrote what the triggers write: compare with a load through them.
+        let (url2, _) = fresh();
+        let mut old = BulkLoad::begin(&url2, tenant, "loader", &opts).unwrap();
+        old.reset_tenant("Swap").unwrap();
+        load_items(&mut old);
+        old.commit().unwrap();
+        for table in [
+            "records",
+            "relations",
+            "fv_text",
+            "fv_int",
+            "fv_float",
+            "fv_bool",
+        ] {
+            assert_eq!(
+                count(&url, tenant, table),
+                count(&url2, tenant, table),
+                "{table}"
+            );
+        }
+        let (mine, theirs) = (feed(&url, tenant), feed(&url2, tenant));
+        assert_eq!(mine, theirs, "{events:?}");
+        let n = if events == BulkEvents::PerRow {
+            3 + 300 + 899
+        } else {
+            3 + 2 + 2
+        };
+        assert_eq!(mine.len(), n);
+        assert!(mine.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
+
+        // The library reads it through the rebuilt field indexes, rules still hold.
+        let t = store.tenant(Scope::new(TenantId(tenant), "reader", Role::Admin));
+        assert_eq!(t.events(0, Some(1000)).unwrap().events.len(), n.min(1000));
+        let q: Query = serde_json::from_value(json!({
+            "filter": {"and": [{"field": "n", "op": "gte", "value": 100},
+                               {"related": {"type": "next", "direction": "out",
+                                            "where": {"field": "code", "op": "eq", "value": "c150"}}}]}
+        }))
+        .unwrap();
+        let page = t.records("item").unwrap().query(&q).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].data["code"], "c149");
+        assert_eq!(page.items[0].data["note"], "none");
+        let err = t
+            .records("item")
+            .unwrap()
+            .create(&json!({"code": "c7"}))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    kind: ConflictKind::Unique,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Single writes afterwards continue the feed without a gap.
+        t.records("item")
+            .unwrap()
+            .create(&json!({"code": "fresh"}))
+            .unwrap();
+        let last = t.events(n as i64 - 1, Some(10)).unwrap().events;
+        assert_eq!(last.last().unwrap().seq, n as i64 + 1);
+    }
+}
+
+#[test]
+fn a_replacing_load_keeps_the_old_tenant_until_it_publishes() {
+    let (url, store) = fresh();
+    let tenant = Uuid::new_v4();
+    let mut first =
+        BulkLoad::replace(&url, tenant, "Old", "loader", &BulkOptions::default()).unwrap();
+    load_items(&mut first);
+    first.commit().unwrap();
+
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Newer", "loader", &BulkOptions::default()).unwrap();
+    assert!(load.replaces_existing());
+    assert!(load.reset_tenant("New").unwrap(), "only takes the new name");
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    load.copy_records(&ty, items(&ty, 0..40)).unwrap();
+    // Mid-load: the library still sees the old tenant, whole.
+    assert_eq!(store.get_tenant(TenantId(tenant)).unwrap().name, "Old");
+    assert_eq!(count(&url, tenant, "records"), 300);
+    assert_eq!(count(&url, tenant, "relations"), 899);
+    load.commit().unwrap();
+    assert_eq!(store.get_tenant(TenantId(tenant)).unwrap().name, "New");
+    assert_eq!(count(&url, tenant, "records"), 40);
+    assert_eq!(count(&url, tenant, "relations"), 0);
+    assert_eq!(count(&url, tenant, "relation_types"), 0);
+    assert_eq!(count(&url, tenant, "events"), 1 + 40); // entity_type.created + records
+}
+
+#[test]
+fn an_interrupted_replacing_load_is_invisible_and_the_next_one_cleans_up() {
+    let (url, store) = fresh();
+    let before = table_setup(&url);
+    let tenant = Uuid::new_v4();
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Killed", "loader", &BulkOptions::default()).unwrap();
+    load_items(&mut load);
+    // The process dies here: no Drop, its connections just go away.
+    std::mem::forget(load);
+    let mut c = PgConnection::establish(&url).unwrap();
+    c.batch_execute(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid() \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        shadow_schema_exists(&url),
+        "left behind, but nothing reads it"
+    );
+    assert!(store.get_tenant(TenantId(tenant)).is_err());
+    for table in ["records", "relations", "events", "fv_text", "entity_types"] {
+        assert_eq!(count(&url, tenant, table), 0, "{table}");
+    }
+    assert_eq!(table_setup(&url), before, "the live tables are untouched");
+
+    // The next replacing load removes the leftovers and publishes normally.
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Again", "loader", &BulkOptions::default()).unwrap();
+    assert!(matches!(load.index_path(), IndexPath::Swapped { .. }));
+    load_items(&mut load);
+    load.commit().unwrap();
+    assert!(!shadow_schema_exists(&url));
+    assert_eq!(count(&url, tenant, "records"), 300);
+    assert_eq!(table_setup(&url), before);
+}
+
+#[test]
+fn a_failed_replacing_load_publishes_nothing_and_removes_its_tables() {
+    let (url, store) = fresh();
+    let before = table_setup(&url);
+    let tenant = Uuid::new_v4();
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Dup", "loader", &BulkOptions::default()).unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let mut enc = RecordEncoder::new(&ty);
+    enc.push(id(1), &json!({"code": "same"})).unwrap();
+    enc.push(id(2), &json!({"code": "same"})).unwrap();
+    load.copy_records(&ty, [Ok(enc.take())]).unwrap();
+    let err = load.commit().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Unique,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!shadow_schema_exists(&url));
+    assert!(store.get_tenant(TenantId(tenant)).is_err());
+    assert_eq!(table_setup(&url), before);
+
+    // Relations must end at records of this load (the tenant's old ones go away).
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Ends", "loader", &BulkOptions::default()).unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let likes = load
+        .create_relation_type(&link("likes", Cardinality::ManyToMany))
+        .unwrap();
+    load.copy_records(&ty, items(&ty, 0..5)).unwrap();
+    let mut enc = RelationEncoder::new(&likes);
+    enc.push(id(501), id(1), Uuid::new_v4());
+    let err = load.copy_relations(&likes, [Ok(enc.take())]).unwrap_err();
+    assert!(err.to_string().contains("not loaded by this load"), "{err}");
+    // Types come before the first copy (their events come first in the feed).
+    assert!(load
+        .create_relation_type(&link("late", Cardinality::ManyToMany))
+        .is_err());
+}
+
+#[test]
+fn a_replacing_load_with_another_tenants_data_maintains_indexes_in_one_transaction() {
+    let (url, store) = fresh();
+    let other = store.create_tenant(None, "Other").unwrap();
+    let o = store.tenant(Scope::new(other.id, "o", Role::Admin));
+    o.create_entity_type(
+        &serde_json::from_value(json!({"name": "note", "fields": [{"name": "t", "kind": "text"}]}))
+            .unwrap(),
+    )
+    .unwrap();
+    o.records("note")
+        .unwrap()
+        .create(&json!({"t": "keep"}))
+        .unwrap();
+    let tenant = Uuid::new_v4();
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Shared", "loader", &BulkOptions::default()).unwrap();
+    assert!(
+        matches!(load.index_path(), IndexPath::Maintained(why) if why.contains("other tenant")),
+        "{:?}",
+        load.index_path()
+    );
+    load_items(&mut load);
+    load.commit().unwrap();
+    assert!(!shadow_schema_exists(&url));
+    assert_eq!(count(&url, tenant, "records"), 300);
+    assert_eq!(count(&url, other.id.0, "records"), 1);
+}
+
+#[test]
+fn another_tenant_writing_during_a_replacing_load_stops_the_swap() {
+    let (url, store) = fresh();
+    let tenant = Uuid::new_v4();
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Late", "loader", &BulkOptions::default()).unwrap();
+    assert!(matches!(load.index_path(), IndexPath::Swapped { .. }));
+    load_items(&mut load);
+    // The live tables are not locked while loading: another tenant writes meanwhile.
+    let other = store.create_tenant(None, "Other").unwrap();
+    let o = store.tenant(Scope::new(other.id, "o", Role::Admin));
+    o.create_entity_type(
+        &serde_json::from_value(json!({"name": "note", "fields": [{"name": "t", "kind": "text"}]}))
+            .unwrap(),
+    )
+    .unwrap();
+    o.records("note")
+        .unwrap()
+        .create(&json!({"t": "keep"}))
+        .unwrap();
+    let err = load.commit().unwrap_err();
+    assert!(err.to_string().contains("another tenant"), "{err}");
+    // Nothing was swapped: the other tenant's row is there, the load is not.
+    assert_eq!(count(&url, other.id.0, "records"), 1);
+    assert_eq!(count(&url, tenant, "records"), 0);
+    assert!(store.get_tenant(TenantId(tenant)).is_err());
+    assert!(!shadow_schema_exists(&url));
 }
