@@ -718,9 +718,41 @@ pub fn json_has_nul(v: &Value) -> bool {
 
 /// Parses an RFC 3339 datetime.
 pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    // The plain UTC form `YYYY-MM-DDTHH:MM:SSZ` directly (about 5x cheaper than
+    // chrono's general RFC 3339 parser, which handles everything else).
+    parse_plain_utc(s.as_bytes()).or_else(|| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, or `None` for anything else (including a leap second, which
+/// is left to chrono).
+fn parse_plain_utc(b: &[u8]) -> Option<DateTime<Utc>> {
+    if b.len() != 20 {
+        return None;
+    }
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'Z'),
+    ] {
+        if b[i] != c {
+            return None;
+        }
+    }
+    let digits = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)?;
+    let time = chrono::NaiveTime::from_hms_opt(digits(11..13)?, digits(14..16)?, digits(17..19)?)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Parses a `YYYY-MM-DD` date.
@@ -917,6 +949,41 @@ pub fn check_scalar(
                     None
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod datetime_tests {
+    use super::*;
+
+    /// The fast path gives chrono's answer on the plain form and around it.
+    #[test]
+    fn datetimes_parse_like_chrono() {
+        for s in [
+            "2024-03-01T12:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2024-02-29T23:59:59Z",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2024-01-01t00:00:00z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00+02:00",
+            "2024-01-01T00:00:00.5Z",
+            "2024-1-01T00:00:00Z ",
+            "+024-01-01T00:00:00Z",
+            "2024-01-01T0a:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00Zé",
+        ] {
+            let chrono = DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|d| d.with_timezone(&Utc));
+            assert_eq!(parse_datetime(s), chrono, "{s}");
         }
     }
 }

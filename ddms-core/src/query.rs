@@ -303,7 +303,7 @@ impl Query {
         let filter_json = self
             .filter
             .as_ref()
-            .map(|f| f.to_json().to_string())
+            .map(|f| serde_json::to_string(f).unwrap_or_default())
             .unwrap_or_default();
         let sort_text: String = sort
             .iter()

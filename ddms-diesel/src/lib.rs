@@ -37,6 +37,7 @@ pub mod retention;
 mod rows;
 mod schema;
 pub mod sql;
+pub mod statement;
 pub mod subscribe;
 mod type_cache;
 

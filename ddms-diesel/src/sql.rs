@@ -6,21 +6,27 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ddms_core::filter::{CheckedFilter, CmpOp, Scalar, SysField, Target, TextOp};
+use ddms_core::filter::TargetKind;
+use ddms_core::filter::{CheckedFilter, CmpOp, Scalar, SysField, Target, Text, TextOp};
 use ddms_core::query::CheckedQuery;
-use ddms_core::{Direction, FieldKind, ValueClass};
-use diesel::pg::Pg;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::sql_types as st;
+use ddms_core::{Direction, Name, ValueClass};
 use uuid::Uuid;
 
-/// A bind parameter value.
-#[derive(Debug, Clone, PartialEq)]
+/// A bind parameter value. The text variants `Name`, `Str` and `StrArr` share their
+/// strings with the checked filter (no copy per bind); they bind and compare exactly
+/// like `Text` and `TextArr`.
+#[derive(Debug, Clone)]
 pub enum Bind {
     /// uuid
     Uuid(Uuid),
     /// text
     Text(String),
+    /// text: a field or relation type name
+    Name(Name),
+    /// text: an operand of a checked filter
+    Str(Text),
+    /// text[]: operands of a checked filter
+    StrArr(Vec<Text>),
     /// bigint
     Int(i64),
     /// integer
@@ -53,10 +59,64 @@ pub enum Bind {
     JsonArr(Vec<serde_json::Value>),
 }
 
+impl PartialEq for Bind {
+    /// Equal when they bind the same SQL value (shared and owned text alike).
+    fn eq(&self, other: &Bind) -> bool {
+        use Bind::*;
+        match (self.text(), other.text()) {
+            (Some(a), Some(b)) => return a == b,
+            (Some(_), None) | (None, Some(_)) => return false,
+            (None, None) => {}
+        }
+        match (self.text_array(), other.text_array()) {
+            (Some(a), Some(b)) => return a == b,
+            (Some(_), None) | (None, Some(_)) => return false,
+            (None, None) => {}
+        }
+        match (self, other) {
+            (Uuid(a), Uuid(b)) => a == b,
+            (Int(a), Int(b)) => a == b,
+            (Int4(a), Int4(b)) => a == b,
+            (Float(a), Float(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (Date(a), Date(b)) => a == b,
+            (Ts(a), Ts(b)) => a == b,
+            (Json(a), Json(b)) => a == b,
+            (UuidArr(a), UuidArr(b)) => a == b,
+            (IntArr(a), IntArr(b)) => a == b,
+            (FloatArr(a), FloatArr(b)) => a == b,
+            (BoolArr(a), BoolArr(b)) => a == b,
+            (DateArr(a), DateArr(b)) => a == b,
+            (TsArr(a), TsArr(b)) => a == b,
+            (JsonArr(a), JsonArr(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl Bind {
+    /// The text of a text bind.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Bind::Text(s) => Some(s),
+            Bind::Name(s) => Some(s.as_str()),
+            Bind::Str(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The items of a text array bind.
+    fn text_array(&self) -> Option<Vec<&str>> {
+        match self {
+            Bind::TextArr(v) => Some(v.iter().map(String::as_str).collect()),
+            Bind::StrArr(v) => Some(v.iter().map(Text::as_str).collect()),
+            _ => None,
+        }
+    }
+
     fn scalar(s: &Scalar) -> Bind {
         match s {
-            Scalar::Text(v) => Bind::Text(v.clone()),
+            Scalar::Text(v) => Bind::Str(v.clone()),
             Scalar::Int(v) => Bind::Int(*v),
             Scalar::Float(v) => Bind::Float(*v),
             Scalar::Bool(v) => Bind::Bool(*v),
@@ -83,7 +143,7 @@ impl Bind {
             };
         }
         match class {
-            ValueClass::Text => collect!(TextArr, Text),
+            ValueClass::Text => collect!(StrArr, Text),
             ValueClass::Integer => collect!(IntArr, Int),
             ValueClass::Number => Bind::FloatArr(
                 vals.iter()
@@ -141,31 +201,10 @@ impl Sql {
         format!("${}", self.binds.len())
     }
 
-    /// A Diesel query with every bind applied.
-    pub fn query(&self) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
-        let mut q = diesel::sql_query(self.text.clone()).into_boxed::<Pg>();
-        for b in &self.binds {
-            q = match b.clone() {
-                Bind::Uuid(v) => q.bind::<st::Uuid, _>(v),
-                Bind::Text(v) => q.bind::<st::Text, _>(v),
-                Bind::Int(v) => q.bind::<st::BigInt, _>(v),
-                Bind::Int4(v) => q.bind::<st::Integer, _>(v),
-                Bind::Float(v) => q.bind::<st::Double, _>(v),
-                Bind::Bool(v) => q.bind::<st::Bool, _>(v),
-                Bind::Date(v) => q.bind::<st::Date, _>(v),
-                Bind::Ts(v) => q.bind::<st::Timestamptz, _>(v),
-                Bind::Json(v) => q.bind::<st::Jsonb, _>(v),
-                Bind::UuidArr(v) => q.bind::<st::Array<st::Uuid>, _>(v),
-                Bind::TextArr(v) => q.bind::<st::Array<st::Text>, _>(v),
-                Bind::IntArr(v) => q.bind::<st::Array<st::BigInt>, _>(v),
-                Bind::FloatArr(v) => q.bind::<st::Array<st::Double>, _>(v),
-                Bind::BoolArr(v) => q.bind::<st::Array<st::Bool>, _>(v),
-                Bind::DateArr(v) => q.bind::<st::Array<st::Date>, _>(v),
-                Bind::TsArr(v) => q.bind::<st::Array<st::Timestamptz>, _>(v),
-                Bind::JsonArr(v) => q.bind::<st::Array<st::Jsonb>, _>(v),
-            };
-        }
-        q
+    /// A Diesel query with every bind applied (planned per call; see
+    /// [`Sql::prepared`] for the cached form).
+    pub fn query(&self) -> crate::statement::Statement {
+        crate::statement::Statement::new(self.clone(), false)
     }
 }
 
@@ -281,24 +320,73 @@ fn cmp_sql(op: CmpOp) -> &'static str {
     }
 }
 
-/// Appends `$n`.
+/// The number of predicates (`related` included) in `f`.
+fn predicates(f: &CheckedFilter) -> usize {
+    match f {
+        CheckedFilter::And(v) | CheckedFilter::Or(v) => v.iter().map(predicates).sum(),
+        CheckedFilter::Not(g) => predicates(g),
+        CheckedFilter::Related {
+            filter: Some(g), ..
+        } => 1 + predicates(g),
+        _ => 1,
+    }
+}
+
+/// The bind of the name of a target (a user field: the checked filter's shared name).
+fn name_bind(target: &Target) -> Bind {
+    match target {
+        Target::Field { name, .. } => Bind::Name(name.clone()),
+        Target::System(s) => Bind::Text(sys_name(*s).to_string()),
+    }
+}
+
+/// Appends `$n` (digits written directly: `write!` costs more than the rest of a
+/// predicate's text).
 fn placeholder(out: &mut String, n: usize) {
     out.push('$');
-    let _ = write!(out, "{n}");
+    number(out, n);
+}
+
+/// Appends the decimal digits of `n`.
+fn number(out: &mut String, mut n: usize) {
+    // Placeholders and aliases are nearly always one or two digits.
+    if n < 100 {
+        if n >= 10 {
+            out.push(char::from(b'0' + (n / 10) as u8));
+        }
+        out.push(char::from(b'0' + (n % 10) as u8));
+        return;
+    }
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// The smallest string greater than every string starting with `p` (code-point order,
 /// which is byte order for UTF-8, i.e. the C collation); `None` if there is none.
 pub fn prefix_upper_bound(p: &str) -> Option<String> {
-    let mut chars: Vec<char> = p.chars().collect();
-    while let Some(last) = chars.pop() {
+    // The last character that has a successor is replaced by it, and what follows it
+    // (only U+10FFFF, which has none) is dropped.
+    for (i, last) in p.char_indices().rev() {
         let mut n = last as u32 + 1;
         if (0xD800..=0xDFFF).contains(&n) {
             n = 0xE000;
         }
         if let Some(c) = char::from_u32(n) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
+            let mut out = String::with_capacity(i + c.len_utf8());
+            out.push_str(&p[..i]);
+            out.push(c);
+            return Some(out);
         }
     }
     None
@@ -346,7 +434,7 @@ impl<'a> Compiler<'a> {
                 Some(a) => a,
                 None => {
                     let class = kind.value_class().unwrap_or(ValueClass::Text);
-                    let key = self.bind_n(Bind::Text(name.to_string()));
+                    let key = self.bind_n(Bind::Name(name.clone()));
                     Access::Json { key, class }
                 }
             },
@@ -359,15 +447,22 @@ impl<'a> Compiler<'a> {
             Target::System(s) => Access::Column(*s),
             Target::Field { name, kind, .. } => {
                 let class = kind.value_class().unwrap_or(ValueClass::Text);
-                let key = self.bind_n(Bind::Text(name.to_string()));
+                let key = self.bind_n(Bind::Name(name.clone()));
                 Access::Json { key, class }
             }
         }
     }
 
     /// The index route to a user field, if it has one (no bind is added otherwise).
+    /// Only fields declared `indexed` or `unique` can have a ready index (the state is
+    /// reset when the declaration goes), so the others skip the lookup.
     fn indexed_access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Option<Access> {
-        let Target::Field { name, kind, .. } = target else {
+        let Target::Field {
+            name,
+            kind,
+            indexed,
+        } = target
+        else {
             return None;
         };
         let class = kind.value_class()?;
@@ -380,7 +475,7 @@ impl<'a> Compiler<'a> {
                 return Some(Access::Joined(i));
             }
         }
-        if self.index_subqueries >= MAX_INDEX_SUBQUERIES {
+        if !indexed || self.index_subqueries >= MAX_INDEX_SUBQUERIES {
             return None;
         }
         let field_id = self.indexes.ready_index(type_id, name.as_str())?;
@@ -432,7 +527,11 @@ impl<'a> Compiler<'a> {
     /// Compiles a filter over records aliased `alias` of entity type `type_id`. `top`
     /// is true while only `and`s separate the node from the root.
     pub fn filter(&mut self, f: &CheckedFilter, alias: &str, type_id: Uuid, top: bool) -> String {
-        let mut out = String::with_capacity(256);
+        // About 100 bytes and 2 binds per predicate: one allocation each, not a series
+        // of doublings.
+        let n = predicates(f);
+        let mut out = String::with_capacity(32 + 112 * n);
+        self.sql.binds.reserve(2 * n);
         self.filter_into(&mut out, f, alias, type_id, top);
         out
     }
@@ -569,7 +668,7 @@ impl<'a> Compiler<'a> {
                         out.push('(');
                         self.render(out, alias, &a);
                         out.push_str(" >= ");
-                        self.param_into(out, Bind::Text(value.clone()));
+                        self.param_into(out, Bind::Str(value.clone()));
                         out.push_str(" AND ");
                         self.render(out, alias, &a);
                         out.push_str(" < ");
@@ -579,14 +678,14 @@ impl<'a> Compiler<'a> {
                     (Some(Access::Index { table, field_id }), Some(upper)) => {
                         self.via_index(out, alias, table, field_id, |me, out| {
                             out.push_str("x.v >= ");
-                            me.param_into(out, Bind::Text(value.clone()));
+                            me.param_into(out, Bind::Str(value.clone()));
                             out.push_str(" AND x.v < ");
                             me.param_into(out, Bind::Text(upper));
                         })
                     }
                     _ => {
-                        let k = self.bind_n(Bind::Text(target.name().to_string()));
-                        let v = self.bind_n(Bind::Text(value.clone()));
+                        let k = self.bind_n(name_bind(target));
+                        let v = self.bind_n(Bind::Str(value.clone()));
                         let field = |out: &mut String| {
                             out.push_str(alias);
                             out.push_str(".data->>");
@@ -624,12 +723,12 @@ impl<'a> Compiler<'a> {
             CheckedFilter::ListContains { target, value } => {
                 let item = match target {
                     Target::Field {
-                        kind: FieldKind::List(k),
+                        kind: TargetKind::List(k),
                         ..
                     } => ddms_core::field::scalar_class(*k),
                     _ => ValueClass::Text,
                 };
-                let k = self.bind_n(Bind::Text(target.name().to_string()));
+                let k = self.bind_n(name_bind(target));
                 let v = self.bind_n(Bind::scalar(value));
                 out.push_str(
                     "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(",
@@ -658,7 +757,7 @@ impl<'a> Compiler<'a> {
                 negated,
                 value,
             } => {
-                let k = self.bind_n(Bind::Text(target.name().to_string()));
+                let k = self.bind_n(name_bind(target));
                 let v = self.bind_n(Bind::Json(value.clone()));
                 out.push_str("COALESCE(");
                 out.push_str(alias);
@@ -669,7 +768,7 @@ impl<'a> Compiler<'a> {
                 out.push_str(", false)");
             }
             CheckedFilter::IsNull { target, is_null } => {
-                let k = self.bind_n(Bind::Text(target.name().to_string()));
+                let k = self.bind_n(name_bind(target));
                 out.push('(');
                 out.push_str(alias);
                 out.push_str(".data->");
@@ -687,21 +786,53 @@ impl<'a> Compiler<'a> {
                 filter,
             } => {
                 self.aliases += 1;
-                let o = format!("o{}", self.aliases);
-                let e = format!("e{}", self.aliases);
-                let (here, there) = if *direction == Direction::In {
-                    ("target_id", "source_id")
-                } else {
-                    ("source_id", "target_id")
+                let a = self.aliases;
+                let mut o = String::with_capacity(8);
+                o.push('o');
+                number(&mut o, a);
+                let e = |out: &mut String| {
+                    out.push('e');
+                    number(out, a);
                 };
-                let n = self.bind_n(Bind::Text(relation_type.to_string()));
-                let t = &self.tenant;
-                let _ = write!(
-                    out,
-                    "EXISTS (SELECT 1 FROM relations {e} JOIN records {o} ON {o}.tenant_id = {e}.tenant_id AND {o}.id = {e}.{there} \
-                     WHERE {e}.tenant_id = {t} AND {e}.{here} = {alias}.id \
-                     AND {e}.relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = {t} AND rt.name = ${n}) AND "
-                );
+                let (here, there) = if *direction == Direction::In {
+                    (".target_id", ".source_id")
+                } else {
+                    (".source_id", ".target_id")
+                };
+                let n = self.bind_n(Bind::Name(relation_type.clone()));
+                // EXISTS (SELECT 1 FROM relations {e} JOIN records {o} ON {o}.tenant_id =
+                // {e}.tenant_id AND {o}.id = {e}.{there} WHERE {e}.tenant_id = {t} AND
+                // {e}.{here} = {alias}.id AND {e}.relation_type_id = (SELECT rt.id FROM
+                // relation_types rt WHERE rt.tenant_id = {t} AND rt.name = ${n}) AND ..
+                out.push_str("EXISTS (SELECT 1 FROM relations ");
+                e(out);
+                out.push_str(" JOIN records ");
+                out.push_str(&o);
+                out.push_str(" ON ");
+                out.push_str(&o);
+                out.push_str(".tenant_id = ");
+                e(out);
+                out.push_str(".tenant_id AND ");
+                out.push_str(&o);
+                out.push_str(".id = ");
+                e(out);
+                out.push_str(there);
+                out.push_str(" WHERE ");
+                e(out);
+                out.push_str(".tenant_id = ");
+                out.push_str(&self.tenant);
+                out.push_str(" AND ");
+                e(out);
+                out.push_str(here);
+                out.push_str(" = ");
+                out.push_str(alias);
+                out.push_str(".id AND ");
+                e(out);
+                out.push_str(".relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = ");
+                out.push_str(&self.tenant);
+                out.push_str(" AND rt.name = ");
+                placeholder(out, n);
+                out.push_str(") AND ");
                 match filter {
                     Some(g) => self.filter_into(out, g, &o, other.id, false),
                     None => out.push_str("TRUE"),

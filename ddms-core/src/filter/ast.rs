@@ -83,7 +83,22 @@ impl Op {
 
     /// Parses a JSON operator name.
     pub fn parse(s: &str) -> Option<Op> {
-        Op::ALL.into_iter().find(|o| o.as_str() == s)
+        Some(match s {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "in" => Op::In,
+            "not_in" => Op::NotIn,
+            "contains" => Op::Contains,
+            "starts_with" => Op::StartsWith,
+            "ends_with" => Op::EndsWith,
+            "is_null" => Op::IsNull,
+            "exists" => Op::Exists,
+            _ => return None,
+        })
     }
 }
 
@@ -327,7 +342,20 @@ fn only_key(len: usize, key: &str, path: Path<'_>) -> Result<()> {
 impl Filter {
     /// Parses the JSON form, enforcing the depth and clause bounds.
     pub fn from_json(v: &Value) -> Result<Filter> {
-        Filter::from_json_value(v.clone())
+        // The fast path reads `v` in place (copying only names and operands); on any
+        // problem the general parser reports it.
+        let mut clauses = 0;
+        let fast = serde::de::DeserializeSeed::deserialize(
+            fast::Node {
+                clauses: &mut clauses,
+                depth: 1,
+            },
+            v,
+        );
+        match fast {
+            Ok(f) => Ok(f),
+            Err(_) => Filter::from_json_value(v.clone()),
+        }
     }
 
     /// [`Filter::from_json`] on an owned value (no copies of the operands).
@@ -336,7 +364,25 @@ impl Filter {
     }
 
     /// Parses JSON text (e.g. a URL query parameter).
+    ///
+    /// Well-formed filters are read straight into the AST (no `Value` tree, keys never
+    /// copied); anything else is parsed again by the general parser, which reports the
+    /// error (the same error, path and message, whichever path the input took).
     pub fn from_json_str(s: &str) -> Result<Filter> {
+        let mut de = serde_json::Deserializer::from_str(s);
+        let mut clauses = 0;
+        let fast = serde::de::DeserializeSeed::deserialize(
+            fast::Node {
+                clauses: &mut clauses,
+                depth: 1,
+            },
+            &mut de,
+        );
+        if let Ok(f) = fast {
+            if de.end().is_ok() {
+                return Ok(f);
+            }
+        }
         let v: Value = serde_json::from_str(s)
             .map_err(|e| Error::filter("$", format!("filter is not valid JSON: {e}")))?;
         Filter::from_json_value(v)
@@ -378,9 +424,69 @@ impl Filter {
     }
 }
 
+/// The JSON form of [`Filter::to_json`], written directly (no `Value` tree): keys in
+/// sorted order, as that sorted map writes them, so the text is the same byte for byte.
 impl Serialize for Filter {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        use serde::ser::SerializeMap;
+        match self {
+            Filter::And(v) | Filter::Or(v) => {
+                let key = if matches!(self, Filter::And(_)) {
+                    "and"
+                } else {
+                    "or"
+                };
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(key, v)?;
+                m.end()
+            }
+            Filter::Not(f) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("not", f)?;
+                m.end()
+            }
+            Filter::Pred { field, op, value } => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("field", field)?;
+                m.serialize_entry("op", op.as_str())?;
+                m.serialize_entry("value", value)?;
+                m.end()
+            }
+            Filter::Related { .. } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("related", &RelatedBody(self))?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// The object under `related`: `direction`, `type`, then `where` if any.
+struct RelatedBody<'a>(&'a Filter);
+
+impl Serialize for RelatedBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Filter::Related {
+            relation_type,
+            direction,
+            filter,
+        } = self.0
+        else {
+            return s.serialize_unit();
+        };
+        let mut m = s.serialize_map(Some(2 + usize::from(filter.is_some())))?;
+        let direction = if *direction == Direction::In {
+            "in"
+        } else {
+            "out"
+        };
+        m.serialize_entry("direction", direction)?;
+        m.serialize_entry("type", relation_type)?;
+        if let Some(f) = filter {
+            m.serialize_entry("where", f)?;
+        }
+        m.end()
     }
 }
 
@@ -388,5 +494,485 @@ impl<'de> Deserialize<'de> for Filter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
         Filter::from_json_value(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The fast path of the parser: a serde visitor straight into [`Filter`], with keys
+/// matched in place (never copied) and only names and operands allocated.
+///
+/// It accepts exactly the well-formed filters and builds the same AST as [`Parser`]. It
+/// does not report errors: on anything unusual (an unknown or repeated key, a wrong
+/// type, a bound exceeded, a missing part) it gives up with a placeholder error and the
+/// caller runs [`Parser`] on a `Value`, which finds the error, its path and message in
+/// its own order. Failing is therefore always safe; succeeding where [`Parser`] would
+/// not is the one thing this must never do.
+mod fast {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    use super::{Filter, Op, MAX_CLAUSES, MAX_DEPTH};
+    use crate::relation::Direction;
+
+    fn give_up<E: de::Error>() -> E {
+        E::custom("not a well-formed filter")
+    }
+
+    /// The keys a filter object may have; anything else is `Other`.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Key {
+        And,
+        Or,
+        Not,
+        Related,
+        Field,
+        Op,
+        Value,
+        Type,
+        Direction,
+        Where,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                    Ok(match s {
+                        "and" => Key::And,
+                        "or" => Key::Or,
+                        "not" => Key::Not,
+                        "related" => Key::Related,
+                        "field" => Key::Field,
+                        "op" => Key::Op,
+                        "value" => Key::Value,
+                        "type" => Key::Type,
+                        "direction" => Key::Direction,
+                        "where" => Key::Where,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_identifier(V)
+        }
+    }
+
+    /// A string matched in place against a fixed set (`op`, `direction`).
+    struct Word<T>(fn(&str) -> Option<T>);
+
+    impl<'de, T> DeserializeSeed<'de> for Word<T> {
+        type Value = T;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<T> Visitor<'_> for Word<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a known word")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            (self.0)(s).ok_or_else(give_up)
+        }
+    }
+
+    fn direction(s: &str) -> Option<Direction> {
+        match s {
+            "out" => Some(Direction::Out),
+            "in" => Some(Direction::In),
+            _ => None,
+        }
+    }
+
+    /// One filter node at `depth` (the root is 1), counting clauses in `clauses`.
+    pub(super) struct Node<'c> {
+        pub(super) clauses: &'c mut usize,
+        pub(super) depth: usize,
+    }
+
+    impl Node<'_> {
+        fn count<E: de::Error>(&mut self) -> Result<(), E> {
+            *self.clauses += 1;
+            if *self.clauses > MAX_CLAUSES {
+                return Err(give_up());
+            }
+            Ok(())
+        }
+
+        fn child(&mut self) -> Node<'_> {
+            Node {
+                clauses: self.clauses,
+                depth: self.depth + 1,
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Node<'_> {
+        type Value = Filter;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Filter, D::Error> {
+            if self.depth > MAX_DEPTH {
+                return Err(give_up());
+            }
+            d.deserialize_map(self)
+        }
+    }
+
+    /// Requires the end of the object: `and`, `or`, `not` and `related` stand alone.
+    fn alone<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+        match map.next_key::<Key>()? {
+            None => Ok(()),
+            Some(_) => Err(give_up()),
+        }
+    }
+
+    impl<'de> Visitor<'de> for Node<'_> {
+        type Value = Filter;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a filter object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Filter, A::Error> {
+            let first = map.next_key::<Key>()?.ok_or_else(give_up)?;
+            match first {
+                Key::And | Key::Or => {
+                    let items = map.next_value_seed(List(self.child()))?;
+                    alone(&mut map)?;
+                    Ok(if first == Key::And {
+                        Filter::And(items)
+                    } else {
+                        Filter::Or(items)
+                    })
+                }
+                Key::Not => {
+                    let inner = map.next_value_seed(self.child())?;
+                    alone(&mut map)?;
+                    Ok(Filter::Not(Box::new(inner)))
+                }
+                Key::Related => {
+                    self.count()?;
+                    let related = map.next_value_seed(Related(self.child()))?;
+                    alone(&mut map)?;
+                    Ok(related)
+                }
+                Key::Field | Key::Op | Key::Value => {
+                    self.count()?;
+                    predicate(first, map)
+                }
+                _ => Err(give_up()),
+            }
+        }
+    }
+
+    /// `{field, op, value}` in any order, each once; `first` has been read.
+    fn predicate<'de, A: MapAccess<'de>>(first: Key, mut map: A) -> Result<Filter, A::Error> {
+        let mut field: Option<String> = None;
+        let mut op: Option<Op> = None;
+        let mut value: Option<Value> = None;
+        let mut key = Some(first);
+        while let Some(k) = key {
+            match k {
+                Key::Field if field.is_none() => field = Some(map.next_value()?),
+                Key::Op if op.is_none() => op = Some(map.next_value_seed(Word(Op::parse))?),
+                Key::Value if value.is_none() => value = Some(map.next_value()?),
+                _ => return Err(give_up()),
+            }
+            key = map.next_key()?;
+        }
+        let (Some(field), Some(op)) = (field, op) else {
+            return Err(give_up());
+        };
+        let value = match (value, op) {
+            (Some(v), _) => v,
+            (None, Op::IsNull | Op::Exists) => Value::Bool(true),
+            (None, _) => return Err(give_up()),
+        };
+        Ok(Filter::Pred { field, op, value })
+    }
+
+    /// The list of an `and`/`or`; each item is a node at the list's depth.
+    struct List<'c>(Node<'c>);
+
+    impl<'de> DeserializeSeed<'de> for List<'_> {
+        type Value = Vec<Filter>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Filter>, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for List<'_> {
+        type Value = Vec<Filter>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of filters")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Filter>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(MAX_CLAUSES));
+            while let Some(f) = seq.next_element_seed(Node {
+                clauses: &mut *self.0.clauses,
+                depth: self.0.depth,
+            })? {
+                out.push(f);
+            }
+            Ok(out)
+        }
+    }
+
+    /// The body of `related`: `{type, direction?, where?}` in any order, each once.
+    /// `where` is a node at this seed's depth.
+    struct Related<'c>(Node<'c>);
+
+    impl<'de> DeserializeSeed<'de> for Related<'_> {
+        type Value = Filter;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Filter, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Related<'_> {
+        type Value = Filter;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a related object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Filter, A::Error> {
+            let mut relation_type: Option<String> = None;
+            let mut direction: Option<Direction> = None;
+            let mut filter: Option<Option<Box<Filter>>> = None;
+            while let Some(k) = map.next_key()? {
+                match k {
+                    Key::Type if relation_type.is_none() => relation_type = Some(map.next_value()?),
+                    Key::Direction if direction.is_none() => {
+                        direction = Some(map.next_value_seed(Word(self::direction))?)
+                    }
+                    Key::Where if filter.is_none() => {
+                        filter = Some(map.next_value_seed(Where(Node {
+                            clauses: &mut *self.0.clauses,
+                            depth: self.0.depth,
+                        }))?)
+                    }
+                    _ => return Err(give_up()),
+                }
+            }
+            Ok(Filter::Related {
+                relation_type: relation_type.ok_or_else(give_up)?,
+                direction: direction.unwrap_or(Direction::Out),
+                filter: filter.flatten(),
+            })
+        }
+    }
+
+    /// `where`: `null` or a node.
+    struct Where<'c>(Node<'c>);
+
+    impl<'de> DeserializeSeed<'de> for Where<'_> {
+        type Value = Option<Box<Filter>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_option(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Where<'_> {
+        type Value = Option<Box<Filter>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null or a filter")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            Ok(Some(Box::new(self.0.deserialize(d)?)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The general parser alone: the reference the fast path must agree with.
+    fn reference(s: &str) -> std::result::Result<Filter, String> {
+        let v: Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
+        Filter::from_json_value(v).map_err(|e| e.to_string())
+    }
+
+    /// The fast path alone, from text and from a `Value`.
+    fn fast(s: &str) -> Option<Filter> {
+        let mut de = serde_json::Deserializer::from_str(s);
+        let mut clauses = 0;
+        let node = fast::Node {
+            clauses: &mut clauses,
+            depth: 1,
+        };
+        let f = serde::de::DeserializeSeed::deserialize(node, &mut de).ok()?;
+        de.end().ok()?;
+        Some(f)
+    }
+
+    fn fast_value(v: &Value) -> Option<Filter> {
+        let mut clauses = 0;
+        let node = fast::Node {
+            clauses: &mut clauses,
+            depth: 1,
+        };
+        serde::de::DeserializeSeed::deserialize(node, v).ok()
+    }
+
+    /// Whenever the fast path succeeds it builds what the general parser builds, and
+    /// the public entry points give the general parser's result (errors included).
+    fn agree(s: &str, fast_expected: bool) {
+        let want = reference(s);
+        let got = fast(s);
+        assert_eq!(got.is_some(), fast_expected, "fast path on {s}");
+        if let Some(f) = &got {
+            assert_eq!(want.as_ref(), Ok(f), "fast path on {s}");
+        }
+        let public = Filter::from_json_str(s).map_err(|e| e.to_string());
+        match (&want, &public) {
+            (Err(w), Err(p)) if w.starts_with("not JSON") => {
+                assert!(p.contains("not valid JSON"), "{s}: {p}")
+            }
+            _ => assert_eq!(want, public, "from_json_str on {s}"),
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(s) {
+            if let Some(f) = fast_value(&v) {
+                assert_eq!(want.as_ref(), Ok(&f), "fast path on the value of {s}");
+            }
+            let public = Filter::from_json(&v).map_err(|e| e.to_string());
+            assert_eq!(want, public, "from_json on {s}");
+        }
+    }
+
+    #[test]
+    fn serialising_writes_the_text_of_to_json() {
+        let filters = [
+            r#"{"and":[{"field":"a","op":"eq","value":1.5},{"op":"exists","field":"b"}]}"#,
+            r#"{"or":[{"not":{"field":"a","op":"in","value":["x",{"k":[1,null]}]}}]}"#,
+            r#"{"related":{"type":"t","direction":"in","where":{"and":[]}}}"#,
+            r#"{"related":{"type":"t"}}"#,
+            r#"{"field":"a\"b","op":"contains","value":"\u00e9\n"}"#,
+        ];
+        for s in filters {
+            let f = Filter::from_json_str(s).unwrap();
+            assert_eq!(serde_json::to_string(&f).unwrap(), f.to_json().to_string());
+            assert_eq!(serde_json::to_value(&f).unwrap(), f.to_json());
+        }
+        let both = Filter::Related {
+            relation_type: "t".into(),
+            direction: Direction::Both,
+            filter: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&both).unwrap(),
+            both.to_json().to_string()
+        );
+    }
+
+    #[test]
+    fn operators_parse_from_their_names() {
+        for op in Op::ALL {
+            assert_eq!(Op::parse(op.as_str()), Some(op));
+        }
+        assert_eq!(Op::parse("EQ"), None);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        let ok = [
+            r#"{"field":"a","op":"eq","value":1}"#,
+            r#"{"value":[1,"x",null,{"k":[]}],"op":"in","field":"a"}"#,
+            r#"{"op":"is_null","field":"a"}"#,
+            r#"{"field":"a","op":"exists"}"#,
+            r#"{"field":"a","op":"eq","value":null}"#,
+            r#"{"field":"a\u0062","op":"e\u0071","value":"\n"}"#,
+            r#"{"and":[]}"#,
+            r#"{"or":[{"field":"a","op":"lt","value":1.5e3}]}"#,
+            r#"{"not":{"and":[{"field":"a","op":"gte","value":-1}]}}"#,
+            r#"{"related":{"type":"owns"}}"#,
+            r#"{"related":{"type":"owns","direction":"in","where":null}}"#,
+            r#"{"related":{"where":{"field":"a","op":"eq","value":1},"direction":"out","type":"t"}}"#,
+            r#" { "and" : [ { "field" : "a" , "op" : "eq" , "value" : true } ] } "#,
+        ];
+        for s in ok {
+            agree(s, true);
+        }
+        let bad = [
+            "",
+            "[]",
+            "1",
+            "null",
+            "{}",
+            r#"{"field":"a","op":"eq","value":1"#,
+            r#"{"field":"a","op":"eq","value":1} x"#,
+            r#"{"field":"a","op":"eq","value":1,"x":2}"#,
+            r#"{"x":2,"field":"a","op":"eq","value":1}"#,
+            r#"{"field":"a","field":"b","op":"eq","value":1}"#,
+            r#"{"field":1,"op":"nope","value":1}"#,
+            r#"{"op":"nope","field":1}"#,
+            r#"{"field":"a","op":"eq"}"#,
+            r#"{"field":"a","value":1}"#,
+            r#"{"op":"eq","value":1}"#,
+            r#"{"and":[],"or":[]}"#,
+            r#"{"or":[],"and":[{"bad":1}]}"#,
+            r#"{"and":{"field":"a"}}"#,
+            r#"{"and":[{"field":"a","op":"eq","value":1},{"zz":1}]}"#,
+            r#"{"not":{"field":"a","op":"eq","value":1},"x":1}"#,
+            r#"{"related":{"type":"owns"},"field":"a"}"#,
+            r#"{"related":{"type":1}}"#,
+            r#"{"related":{"direction":"in"}}"#,
+            r#"{"related":{"type":"t","direction":"both"}}"#,
+            r#"{"related":{"type":"t","direction":null}}"#,
+            r#"{"related":{"type":"t","up":1}}"#,
+            r#"{"related":{"type":"t","where":{"nope":1}}}"#,
+            r#"{"related":{"type":"t","type":"u"}}"#,
+            r#"{"related":[]}"#,
+            r#"{"field":"a","op":"eq","value":1,"value":2}"#,
+        ];
+        for s in bad {
+            agree(s, false);
+        }
+        // Depth: 32 levels pass, 33 do not (also under `related`).
+        let nest = |n: usize| {
+            let mut s = r#"{"field":"a","op":"eq","value":1}"#.to_string();
+            for _ in 1..n {
+                s = format!(r#"{{"not":{s}}}"#);
+            }
+            s
+        };
+        agree(&nest(MAX_DEPTH), true);
+        agree(&nest(MAX_DEPTH + 1), false);
+        agree(&nest(200), false);
+        let mut rel = r#"{"field":"a","op":"eq","value":1}"#.to_string();
+        for _ in 1..MAX_DEPTH {
+            rel = format!(r#"{{"related":{{"type":"t","where":{rel}}}}}"#);
+        }
+        agree(&rel, true);
+        agree(&format!(r#"{{"not":{rel}}}"#), false);
+        // Clauses: 256 pass, 257 do not (a `related` counts too).
+        let preds = |n: usize| {
+            let p = r#"{"field":"a","op":"eq","value":1}"#;
+            format!(r#"{{"and":[{}]}}"#, vec![p; n].join(","))
+        };
+        agree(&preds(MAX_CLAUSES), true);
+        agree(&preds(MAX_CLAUSES + 1), false);
+        let p = r#"{"field":"a","op":"eq","value":1}"#;
+        let with_related = format!(
+            r#"{{"and":[{},{{"related":{{"type":"t","where":{p}}}}}]}}"#,
+            vec![p; MAX_CLAUSES - 2].join(",")
+        );
+        agree(&with_related, true);
+        let with_related = format!(
+            r#"{{"and":[{},{{"related":{{"type":"t","where":{p}}}}}]}}"#,
+            vec![p; MAX_CLAUSES - 1].join(",")
+        );
+        agree(&with_related, false);
     }
 }

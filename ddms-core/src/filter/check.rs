@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::ast::{Filter, Op, Path, MAX_CLAUSES, MAX_DEPTH, MAX_IN_VALUES};
 use crate::entity_type::EntityType;
 use crate::error::{Error, Result};
-use crate::field::{parse_date, parse_datetime, FieldKind, ValueClass};
+use crate::field::{parse_date, parse_datetime, FieldKind, ScalarKind, ValueClass};
 use crate::name::{truncate, Name};
 use crate::relation::{Direction, RelationType};
 
@@ -57,6 +57,53 @@ impl SysField {
     }
 }
 
+/// A field's kind as checked filters and sort keys carry it: without an enum's values,
+/// which only the checker needs, so that a target is copied rather than cloned with a
+/// list of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// A scalar kind.
+    Scalar(ScalarKind),
+    /// An enum (operands were checked against its values).
+    Enum,
+    /// Any JSON value.
+    Json,
+    /// A list of scalars of one kind.
+    List(ScalarKind),
+}
+
+impl TargetKind {
+    /// The kind's name as written in JSON (see [`FieldKind::name`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Scalar(s) => s.as_str(),
+            TargetKind::Enum => "enum",
+            TargetKind::Json => "json",
+            TargetKind::List(_) => "list",
+        }
+    }
+
+    /// The comparison class (see [`FieldKind::value_class`]).
+    pub fn value_class(self) -> Option<ValueClass> {
+        Some(match self {
+            TargetKind::Scalar(s) => crate::field::scalar_class(s),
+            TargetKind::Enum => ValueClass::Text,
+            TargetKind::Json | TargetKind::List(_) => return None,
+        })
+    }
+}
+
+impl From<&FieldKind> for TargetKind {
+    fn from(k: &FieldKind) -> TargetKind {
+        match k {
+            FieldKind::Scalar(s) => TargetKind::Scalar(*s),
+            FieldKind::Enum(_) => TargetKind::Enum,
+            FieldKind::Json => TargetKind::Json,
+            FieldKind::List(s) => TargetKind::List(*s),
+        }
+    }
+}
+
 /// What a predicate or sort key refers to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -67,7 +114,7 @@ pub enum Target {
         /// Its name.
         name: Name,
         /// Its kind.
-        kind: FieldKind,
+        kind: TargetKind,
         /// Declared `indexed` or `unique` (the backend decides whether its index is usable).
         indexed: bool,
     },
@@ -92,14 +139,133 @@ impl Target {
 
     /// Resolves `name` against `ty`.
     pub fn resolve(ty: &EntityType, name: &str) -> Option<Target> {
+        Target::resolve_field(ty, name).map(|(t, _)| t)
+    }
+
+    /// [`Target::resolve`], with the field's enum values when it is an enum.
+    fn resolve_field<'t>(ty: &'t EntityType, name: &str) -> Option<(Target, &'t [String])> {
         if let Some(s) = SysField::parse(name) {
-            return Some(Target::System(s));
+            return Some((Target::System(s), &[]));
         }
-        ty.field(name).map(|f| Target::Field {
-            name: f.name.clone(),
-            kind: f.kind.clone(),
-            indexed: f.has_index(),
+        ty.field(name).map(|f| {
+            let values = match &f.kind {
+                FieldKind::Enum(v) => v.as_slice(),
+                _ => &[],
+            };
+            let target = Target::Field {
+                name: f.name.clone(),
+                kind: TargetKind::from(&f.kind),
+                indexed: f.has_index(),
+            };
+            (target, values)
         })
+    }
+}
+
+/// Most bytes of a [`Text`] held inline (so that a `Text` is 16 bytes, like the
+/// `Arc<str>` a longer one holds).
+const INLINE_TEXT: usize = 14;
+
+/// A text operand or key held by a checked filter: up to 14 bytes inline, longer texts
+/// shared. Checking copies short operands instead of allocating them, and the SQL
+/// compiler binds them without a copy of the bytes.
+#[derive(Clone)]
+pub struct Text(TextRepr);
+
+#[derive(Clone)]
+enum TextRepr {
+    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    Shared(Arc<str>),
+}
+
+impl Text {
+    /// `s` as a `Text`.
+    pub fn new(s: &str) -> Text {
+        if s.len() <= INLINE_TEXT {
+            let mut bytes = [0; INLINE_TEXT];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Text(TextRepr::Inline {
+                len: s.len() as u8,
+                bytes,
+            })
+        } else {
+            Text(TextRepr::Shared(Arc::from(s)))
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            TextRepr::Inline { len, .. } => usize::from(*len),
+            TextRepr::Shared(s) => s.len(),
+        }
+    }
+
+    /// True for the empty text.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Always valid: the bytes were copied from a `str`.
+            TextRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            TextRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text::new(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::new(&s)
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -107,7 +273,7 @@ impl Target {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
     /// Text (compared byte-wise, like PostgreSQL's C collation).
-    Text(String),
+    Text(Text),
     /// A 64-bit integer.
     Int(i64),
     /// A finite double.
@@ -126,7 +292,7 @@ impl Scalar {
     /// Reads a JSON value as `class`; `None` if it does not fit.
     pub fn from_json(class: ValueClass, v: &Value) -> Option<Scalar> {
         Some(match (class, v) {
-            (ValueClass::Text, Value::String(s)) if !s.contains('\0') => Scalar::Text(s.clone()),
+            (ValueClass::Text, Value::String(s)) if !s.contains('\0') => Scalar::Text(Text::new(s)),
             (ValueClass::Integer, Value::Number(n)) => match n.as_i64() {
                 Some(i) => Scalar::Int(i),
                 None => {
@@ -152,7 +318,7 @@ impl Scalar {
     /// The JSON form (inverse of [`Scalar::from_json`]).
     pub fn to_json(&self) -> Value {
         match self {
-            Scalar::Text(s) => Value::String(s.clone()),
+            Scalar::Text(s) => Value::String(s.to_string()),
             Scalar::Int(i) => Value::from(*i),
             Scalar::Float(f) => Value::from(*f),
             Scalar::Bool(b) => Value::Bool(*b),
@@ -260,7 +426,7 @@ pub enum CheckedFilter {
         /// Operator.
         op: TextOp,
         /// Operand.
-        value: String,
+        value: Text,
     },
     /// A list field contains an element.
     ListContains {
@@ -342,6 +508,12 @@ fn bounds(f: &Filter, path: Path<'_>, depth: usize, clauses: &mut usize) -> Resu
             };
             let kp = path.key(key);
             for (i, g) in v.iter().enumerate() {
+                // A predicate within both bounds is only counted; the general case
+                // below reports one that is not.
+                if matches!(g, Filter::Pred { .. }) && depth < MAX_DEPTH && *clauses < MAX_CLAUSES {
+                    *clauses += 1;
+                    continue;
+                }
                 bounds(g, kp.index(i), depth + 1, clauses)?;
             }
             Ok(())
@@ -368,24 +540,8 @@ fn node(
     path: Path<'_>,
 ) -> Result<CheckedFilter> {
     Ok(match f {
-        Filter::And(v) => {
-            let kp = path.key("and");
-            CheckedFilter::And(
-                v.iter()
-                    .enumerate()
-                    .map(|(i, f)| node(ty, f, schema, kp.index(i)))
-                    .collect::<Result<_>>()?,
-            )
-        }
-        Filter::Or(v) => {
-            let kp = path.key("or");
-            CheckedFilter::Or(
-                v.iter()
-                    .enumerate()
-                    .map(|(i, f)| node(ty, f, schema, kp.index(i)))
-                    .collect::<Result<_>>()?,
-            )
-        }
+        Filter::And(v) => CheckedFilter::And(list(ty, v, schema, path.key("and"))?),
+        Filter::Or(v) => CheckedFilter::Or(list(ty, v, schema, path.key("or"))?),
         Filter::Not(f) => CheckedFilter::Not(Box::new(node(ty, f, schema, path.key("not"))?)),
         Filter::Pred { field, op, value } => predicate(ty, field, *op, value, path)?,
         Filter::Related {
@@ -449,6 +605,20 @@ fn node(
     })
 }
 
+/// The items of an `and`/`or` at `kp`.
+fn list(
+    ty: &EntityType,
+    v: &[Filter],
+    schema: &dyn SchemaLookup,
+    kp: Path<'_>,
+) -> Result<Vec<CheckedFilter>> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, f) in v.iter().enumerate() {
+        out.push(node(ty, f, schema, kp.index(i))?);
+    }
+    Ok(out)
+}
+
 fn expected(class: ValueClass) -> &'static str {
     match class {
         ValueClass::Text => "a string",
@@ -461,8 +631,15 @@ fn expected(class: ValueClass) -> &'static str {
     }
 }
 
-fn operand(target: &Target, class: ValueClass, v: &Value, path: Path<'_>) -> Result<Scalar> {
-    let s = Scalar::from_json(class, v).ok_or_else(|| {
+/// `v` as `class` for `target`; `enum_values` are the target's values if it is an enum.
+fn operand(
+    target: &Target,
+    enum_values: &[String],
+    class: ValueClass,
+    v: &Value,
+    path: Path<'_>,
+) -> Result<Scalar> {
+    let wrong = || {
         Error::filter(
             path,
             format!(
@@ -472,32 +649,39 @@ fn operand(target: &Target, class: ValueClass, v: &Value, path: Path<'_>) -> Res
                 truncate(&v.to_string(), 60)
             ),
         )
-    })?;
-    if let Scalar::Text(t) = &s {
-        if t.chars().count() > MAX_TEXT_OPERAND {
+    };
+    if class != ValueClass::Text {
+        return Scalar::from_json(class, v).ok_or_else(wrong);
+    }
+    // Text is checked on the JSON string, before it is copied.
+    let t = match v {
+        Value::String(t) if !t.contains('\0') => t,
+        _ => return Err(wrong()),
+    };
+    // A character is at least a byte: short texts need no count.
+    if t.len() > MAX_TEXT_OPERAND && t.chars().count() > MAX_TEXT_OPERAND {
+        return Err(Error::filter(
+            path,
+            format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
+        ));
+    }
+    if let Target::Field {
+        kind: TargetKind::Enum,
+        ..
+    } = target
+    {
+        if !enum_values.contains(t) {
             return Err(Error::filter(
                 path,
-                format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
+                format!(
+                    "`{}` is not a value of enum `{}`",
+                    truncate(t, 60),
+                    target.name()
+                ),
             ));
         }
-        if let Target::Field {
-            kind: FieldKind::Enum(values),
-            ..
-        } = target
-        {
-            if !values.contains(t) {
-                return Err(Error::filter(
-                    path,
-                    format!(
-                        "`{}` is not a value of enum `{}`",
-                        truncate(t, 60),
-                        target.name()
-                    ),
-                ));
-            }
-        }
     }
-    Ok(s)
+    Ok(Scalar::Text(Text::new(t)))
 }
 
 fn predicate(
@@ -507,7 +691,7 @@ fn predicate(
     value: &Value,
     path: Path<'_>,
 ) -> Result<CheckedFilter> {
-    let target = Target::resolve(ty, field).ok_or_else(|| {
+    let (target, enum_values) = Target::resolve_field(ty, field).ok_or_else(|| {
         Error::filter(
             format!("{path}.field"),
             format!("unknown field `{}` on {}", truncate(field, 60), ty.name),
@@ -523,7 +707,7 @@ fn predicate(
             }
             .to_string(),
             Target::Field { kind, .. } => match kind {
-                FieldKind::List(k) => format!("list of {}", k.as_str()),
+                TargetKind::List(k) => format!("list of {}", k.as_str()),
                 k => k.name().to_string(),
             },
         };
@@ -539,7 +723,7 @@ fn predicate(
     let class = target.class();
     let list_item = match &target {
         Target::Field {
-            kind: FieldKind::List(k),
+            kind: TargetKind::List(k),
             ..
         } => Some(crate::field::scalar_class(*k)),
         _ => None,
@@ -547,7 +731,7 @@ fn predicate(
     let is_json = matches!(
         &target,
         Target::Field {
-            kind: FieldKind::Json,
+            kind: TargetKind::Json,
             ..
         }
     );
@@ -555,7 +739,7 @@ fn predicate(
         && !matches!(
             &target,
             Target::Field {
-                kind: FieldKind::Enum(_),
+                kind: TargetKind::Enum,
                 ..
             }
         );
@@ -595,14 +779,14 @@ fn predicate(
             if matches!(
                 &target,
                 Target::Field {
-                    kind: FieldKind::Enum(_),
+                    kind: TargetKind::Enum,
                     ..
                 }
             ) && !matches!(op, Op::Eq | Op::Ne)
             {
                 return Err(not_for());
             }
-            let value = operand(&target, class, value, vpath)?;
+            let value = operand(&target, enum_values, class, value, vpath)?;
             let op = match op {
                 Op::Eq => CmpOp::Eq,
                 Op::Ne => CmpOp::Ne,
@@ -638,7 +822,7 @@ fn predicate(
             let values = items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| operand(&target, class, v, vpath.index(i)))
+                .map(|(i, v)| operand(&target, enum_values, class, v, vpath.index(i)))
                 .collect::<Result<Vec<_>>>()?;
             CheckedFilter::In {
                 target,
@@ -664,7 +848,9 @@ fn predicate(
             if !textual {
                 return Err(not_for());
             }
-            let Scalar::Text(value) = operand(&target, ValueClass::Text, value, vpath)? else {
+            let Scalar::Text(value) =
+                operand(&target, enum_values, ValueClass::Text, value, vpath)?
+            else {
                 return Err(not_for());
             };
             if value.is_empty() {
@@ -684,4 +870,27 @@ fn predicate(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_holds_short_and_long_strings() {
+        for s in [
+            "",
+            "a",
+            "fourteen bytes",
+            "fifteen bytes!!",
+            "ü€😀ü€😀",
+            "😀😀😀😀",
+        ] {
+            let t = Text::new(s);
+            assert_eq!(t.as_str(), s);
+            assert_eq!(t, Text::from(s.to_string()));
+            assert_eq!(format!("{t:?}"), format!("{s:?}"));
+        }
+        assert_ne!(Text::new("a"), Text::new("b"));
+    }
 }

@@ -6,8 +6,7 @@ use std::cmp::Ordering;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::check::{CheckedFilter, Scalar, SysField, Target, TextOp};
-use crate::field::FieldKind;
+use super::check::{CheckedFilter, Scalar, SysField, Target, TargetKind, TextOp};
 use crate::name::Name;
 use crate::record::Record;
 use crate::relation::Direction;
@@ -80,7 +79,7 @@ pub fn matches(f: &CheckedFilter, r: &Record, n: &dyn Neighbours) -> bool {
         CheckedFilter::ListContains { target, value } => {
             let item = match target {
                 Target::Field {
-                    kind: FieldKind::List(k),
+                    kind: TargetKind::List(k),
                     ..
                 } => crate::field::scalar_class(*k),
                 _ => return false,

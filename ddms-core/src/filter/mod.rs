@@ -12,4 +12,6 @@ pub mod check;
 pub mod eval;
 
 pub use ast::{Filter, Op, MAX_CLAUSES, MAX_DEPTH, MAX_IN_VALUES};
-pub use check::{check, CheckedFilter, CmpOp, Scalar, SchemaLookup, SysField, Target, TextOp};
+pub use check::{
+    check, CheckedFilter, CmpOp, Scalar, SchemaLookup, SysField, Target, TargetKind, Text, TextOp,
+};
