@@ -213,6 +213,9 @@ run_wrk() { # name base_url script [extra wrk args...]
   echo "$m_rps $m_p50 $m_p99"
 }
 
+# A checkpoint first, so that the dirty pages of the seed are not flushed during the
+# loads (that stalled commits for up to a second at the default max_wal_size=1GB).
+psql_base -c CHECKPOINT
 say "DDMS loads: $CONNS connections, $THREADS wrk threads, $RUNS x $DURATION"
 R_GET=$(run_wrk ddms_get "$D" "$OUT/ddms_get.lua")
 R_EQ=$(run_wrk ddms_eq "$D" "$OUT/ddms_eq.lua")
@@ -379,6 +382,7 @@ EOF
     PIDS+=($PGRST_PID)
     wait_http "$P/" || die "PostgREST did not come up (see $OUT/postgrest.log)"
     curl -fsS -H "Authorization: Bearer $TOKEN" "$P/users?id=eq.$ONE_ID" | grep -q "$ONE_ID" || die "PostgREST does not see the seeded rows"
+    psql_base -c CHECKPOINT
     say "PostgREST ($variant) loads"
     PR[$variant,get]=$(run_wrk "pgrst_${variant}_get" "$P" "$OUT/pgrst_get.lua")
     PR[$variant,eq]=$(run_wrk "pgrst_${variant}_eq" "$P" "$OUT/pgrst_eq.lua")
