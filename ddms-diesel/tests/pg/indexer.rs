@@ -666,3 +666,41 @@ fn the_background_indexer_builds_declared_indexes() {
         10
     );
 }
+
+#[test]
+fn deleting_records_removes_exactly_their_field_value_rows() {
+    // The delete trigger removes a record's field-value rows, and only those.
+    let backend = backend(2);
+    let store = Store::new(backend.clone());
+    let ts = tenant(
+        &store,
+        "indexer-delete",
+        json!([{"name": "n", "kind": "integer", "indexed": true},
+               {"name": "code", "kind": "text", "unique": true},
+               {"name": "note", "kind": "text", "indexed": true}]),
+    );
+    let items = ts.records("item").unwrap();
+    let made: Vec<_> = (0..20)
+        .map(|i| {
+            items
+                .create(&json!({"n": i, "code": format!("c{i}"), "note": "x"}))
+                .unwrap()
+        })
+        .collect();
+    let (n, code, note) = (
+        field_id(&ts, "n"),
+        field_id(&ts, "code"),
+        field_id(&ts, "note"),
+    );
+    assert_eq!(fv_rows(&ts, "fv_int", n), 20);
+    assert_eq!(fv_rows(&ts, "fv_text", code), 20);
+    for r in &made[..5] {
+        items.delete(r.id, None).unwrap();
+    }
+    assert_eq!(fv_rows(&ts, "fv_int", n), 15);
+    assert_eq!(fv_rows(&ts, "fv_text", code), 15);
+    assert_eq!(fv_rows(&ts, "fv_text", note), 15);
+    // A deleted record's unique value is free again; the others' are not.
+    items.create(&json!({"n": 0, "code": "c0"})).unwrap();
+    assert!(items.create(&json!({"n": 9, "code": "c9"})).is_err());
+}
