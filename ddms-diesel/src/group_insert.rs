@@ -98,8 +98,8 @@ impl GroupInsert {
         &self,
         key: &GroupKey,
         data: Data,
-        many: &dyn Fn(Vec<Data>) -> Result<Vec<Record>>,
-        one: &dyn Fn(Data) -> Result<Record>,
+        many: &dyn Fn(&[Data]) -> Result<Vec<Record>>,
+        one: &dyn Fn(&Data) -> Result<Record>,
     ) -> Result<Record> {
         let queue = self.queue(key);
         let (tx, rx): (SyncSender<Reply>, Receiver<Reply>) = sync_channel(1);
@@ -128,17 +128,17 @@ impl GroupInsert {
         let outcomes: Vec<Result<Record>> =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if n == 1 {
-                    vec![one(datas.into_iter().next().expect("one record"))]
+                    vec![one(&datas[0])]
                 } else {
                     self.groups.fetch_add(1, Ordering::Relaxed);
                     self.grouped_records.fetch_add(n as u64, Ordering::Relaxed);
-                    match many(datas.clone()) {
+                    match many(&datas) {
                         Ok(records) if records.len() == n => records.into_iter().map(Ok).collect(),
                         // Someone's record failed the group: each on its own, for its
                         // own outcome.
                         _ => {
                             self.split_groups.fetch_add(1, Ordering::Relaxed);
-                            datas.into_iter().map(one).collect()
+                            datas.iter().map(one).collect()
                         }
                     }
                 }

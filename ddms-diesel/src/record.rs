@@ -155,7 +155,7 @@ impl PgBackend {
 
 impl PgBackend {
     /// Inserts `rows` in one statement (no grouping).
-    fn insert_now(&self, sc: &Scope, ty: &EntityType, rows: Vec<Data>) -> Result<Vec<Record>> {
+    fn insert_now(&self, sc: &Scope, ty: &EntityType, rows: &[Data]) -> Result<Vec<Record>> {
         let t = sc.tenant.0;
         let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
         let rows_ref: Vec<&Data> = rows.iter().collect();
@@ -203,7 +203,7 @@ impl RecordStore for PgBackend {
         mut rows: Vec<Data>,
     ) -> Result<Vec<Record>> {
         if rows.len() != 1 {
-            return self.insert_now(sc, ty, rows);
+            return self.insert_now(sc, ty, &rows);
         }
         let key = GroupKey {
             tenant: sc.tenant.0,
@@ -215,7 +215,7 @@ impl RecordStore for PgBackend {
         let rec = self
             .group
             .insert(&key, data, &|many| self.insert_now(sc, ty, many), &|one| {
-                self.insert_now(sc, ty, vec![one])?
+                self.insert_now(sc, ty, std::slice::from_ref(one))?
                     .pop()
                     .ok_or_else(|| Error::Internal("insert returned no record".into()))
             })?;
