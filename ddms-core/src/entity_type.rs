@@ -33,6 +33,19 @@ pub struct EntityType {
 }
 
 impl EntityType {
+    /// Version 1 of a new entity type with id `id`, created `at`.
+    pub fn first_version(id: Uuid, def: &EntityTypeDef, at: DateTime<Utc>) -> EntityType {
+        EntityType {
+            id,
+            name: def.name.clone(),
+            label: def.label.clone(),
+            fields: def.fields.clone(),
+            version: 1,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
     /// The field called `name`, if any.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name.as_str() == name)

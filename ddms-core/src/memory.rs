@@ -361,15 +361,7 @@ impl SchemaStore for MemoryBackend {
                 ));
             }
             let now = t.now();
-            let ty = EntityType {
-                id: Uuid::new_v4(),
-                name: def.name.clone(),
-                label: def.label.clone(),
-                fields: def.fields.clone(),
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            };
+            let ty = EntityType::first_version(Uuid::new_v4(), def, now);
             t.types.insert(ty.name.clone(), Arc::new(ty.clone()));
             t.sync_indexes(&ty, now);
             t.emit(

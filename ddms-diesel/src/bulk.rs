@@ -1954,16 +1954,7 @@ impl BulkLoad {
         let id = sh.next_id();
         let field_ids = def.fields.iter().map(|_| sh.next_id()).collect();
         sh.entity_types.push((def.clone(), id, field_ids));
-        let now = Utc::now();
-        let ty = EntityType {
-            id,
-            name: def.name.clone(),
-            label: def.label.clone(),
-            fields: def.fields.clone(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
+        let ty = EntityType::first_version(id, def, Utc::now());
         self.types.insert(def.name.to_string(), ty.clone());
         Ok(ty)
     }
