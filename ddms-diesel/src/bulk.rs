@@ -698,16 +698,8 @@ impl BulkLoad {
     }
 
     fn scope(&mut self, tenant: Uuid) -> Result<()> {
-        let mut s = Sql::new();
-        s.push("SELECT set_config('ddms.tenant_id', ")
-            .bind(Bind::Text(tenant.to_string()))
-            .push(", true), set_config('ddms.actor', ")
-            .bind(Bind::Text(self.actor.clone()))
-            .push(", true)");
-        s.query()
-            .execute(&mut self.conn)
-            .map_err(db("set tenant"))?;
-        Ok(())
+        crate::pool::set_scope(&mut self.conn, Some(tenant), &self.actor, true)
+            .map_err(db("set tenant"))
     }
 
     /// Acts as the session user (the tables' owner) for DDL only.

@@ -295,13 +295,7 @@ fn scoped<T>(
     f: impl FnOnce(&mut PgConnection) -> TxResult<T>,
 ) -> Result<T, TxError> {
     c.transaction::<T, TxError, _>(|c| {
-        let mut s = Sql::new();
-        s.push("SELECT set_config('ddms.tenant_id', ")
-            .bind(Bind::Text(tenant.to_string()))
-            .push(", true), set_config('ddms.actor', ")
-            .bind(Bind::Text(ACTOR.to_string()))
-            .push(", true)");
-        s.query().execute(c)?;
+        crate::pool::set_scope(c, Some(tenant), ACTOR, true)?;
         f(c)
     })
 }

@@ -72,21 +72,35 @@ impl ScopedConn {
             return Ok(());
         }
         self.bound = None;
-        let mut s = Sql::new();
-        s.push("SELECT set_config('ddms.tenant_id', ")
-            .bind(Bind::Text(
-                tenant.map(|t| t.to_string()).unwrap_or_default(),
-            ))
-            .push(", false), set_config('ddms.actor', ")
-            .bind(Bind::Text(actor.to_string()))
-            .push(", false)");
-        s.query().execute(&mut self.conn)?;
+        set_scope(&mut self.conn, tenant, actor, false)?;
         self.bound = Some(Binding {
             tenant,
             actor: actor.to_string(),
         });
         Ok(())
     }
+}
+
+/// Sets the tenant and the actor that RLS and the triggers read (`ddms.tenant_id`,
+/// `ddms.actor`; no tenant: sees no tenant rows), for the session or, when `local`,
+/// until the current transaction ends.
+pub(crate) fn set_scope(
+    c: &mut PgConnection,
+    tenant: Option<Uuid>,
+    actor: &str,
+    local: bool,
+) -> QueryResult<()> {
+    let mut s = Sql::new();
+    s.push("SELECT set_config('ddms.tenant_id', ")
+        .bind(Bind::Text(
+            tenant.map(|t| t.to_string()).unwrap_or_default(),
+        ))
+        .push(", ");
+    let local = s.param(Bind::Bool(local));
+    s.push(&format!("{local}), set_config('ddms.actor', "))
+        .bind(Bind::Text(actor.to_string()))
+        .push(&format!(", {local})"));
+    s.query().execute(c).map(|_| ())
 }
 
 /// The r2d2 manager of [`ScopedConn`]s (Diesel's manager underneath).
