@@ -46,6 +46,7 @@ pub mod config;
 pub mod database;
 pub mod error;
 mod handlers;
+pub use handlers::mark_inline_worker;
 pub mod openapi;
 mod request;
 pub mod response;

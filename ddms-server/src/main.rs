@@ -129,7 +129,13 @@ fn run_index(config: &Config) -> Result<(), String> {
 }
 
 fn run_serve(config: Config) -> Result<(), String> {
+    // One worker per pooled connection (at least one per core): handlers run library
+    // calls in place on their worker (`handlers::blocking`), so a worker waiting on the
+    // database is a worker holding a connection, and no thread hand-off is paid.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((config.db_pool_size as usize).max(cores))
+        .on_thread_start(ddms_server::mark_inline_worker)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
