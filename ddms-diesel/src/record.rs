@@ -361,11 +361,14 @@ impl RecordStore for PgBackend {
         let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
         // No common snapshot needed: the version check below only tells an empty
         // result from a changed type, and types only move forward.
-        // Planned per call, never prepared: a generic plan of a filter can be far off
-        // (measured: an equality list went from 1.4k to 10 req/s with generic plans,
-        // since one field-value table's statistics mix every field).
+        // Prepared only when its plan cannot depend on the values (`stable_plan`, see
+        // `Compiler::query`); otherwise planned per call.
         self.once(sc, |c| {
-            let rows: Vec<RecordRow> = sql.query().load(c)?;
+            let rows: Vec<RecordRow> = if sql.stable_plan {
+                sql.clone().prepared().load(c)?
+            } else {
+                sql.query().load(c)?
+            };
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the
                 // type changed since the query was checked. Tell the two apart.

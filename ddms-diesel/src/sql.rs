@@ -174,6 +174,9 @@ pub struct Sql {
     pub text: String,
     /// The binds, `$1` first.
     pub binds: Vec<Bind>,
+    /// Set by [`Compiler::query`] when the query's best plan does not depend on its
+    /// values (see [`Compiler::query`]): it may run as a prepared statement.
+    pub stable_plan: bool,
 }
 
 impl Sql {
@@ -291,6 +294,31 @@ pub struct Compiler<'a> {
     /// Index subqueries emitted so far (bounded: each top-level one becomes a semi-join,
     /// and hundreds of joins would take the planner longer than any scan).
     index_subqueries: usize,
+    /// The queried entity type, while compiling [`Compiler::query`].
+    main_type: Option<std::sync::Arc<ddms_core::EntityType>>,
+    /// Index subqueries that look up one record by a unique field's value (counted in
+    /// `index_subqueries` too).
+    unique_lookups: usize,
+}
+
+/// Whether `f` is absent or a plain AND of at most three predicates on user fields
+/// (see [`Compiler::query`]).
+fn simple_conjunction(f: Option<&CheckedFilter>) -> bool {
+    let preds = match f {
+        None => return true,
+        Some(CheckedFilter::And(v)) => v.as_slice(),
+        Some(one) => std::slice::from_ref(one),
+    };
+    preds.len() <= 3
+        && preds.iter().all(|p| match p {
+            CheckedFilter::Compare { target, .. }
+            | CheckedFilter::In { target, .. }
+            | CheckedFilter::Text { target, .. }
+            | CheckedFilter::ListContains { target, .. }
+            | CheckedFilter::JsonEq { target, .. }
+            | CheckedFilter::IsNull { target, .. } => matches!(target, Target::Field { .. }),
+            _ => false,
+        })
 }
 
 /// Most field-value subqueries in one query; further predicates take the JSONB path,
@@ -404,6 +432,8 @@ impl<'a> Compiler<'a> {
             aliases: 0,
             joins: Vec::new(),
             index_subqueries: 0,
+            main_type: None,
+            unique_lookups: 0,
         }
     }
 
@@ -524,6 +554,38 @@ impl<'a> Compiler<'a> {
         out.push(')');
     }
 
+    /// Whether `target` is a unique field of the queried type (see
+    /// [`Compiler::via_unique`]).
+    fn unique(&self, target: &Target) -> bool {
+        let Target::Field { name, .. } = target else {
+            return false;
+        };
+        self.main_type
+            .as_ref()
+            .and_then(|t| t.field(name.as_str()))
+            .is_some_and(|f| f.unique)
+    }
+
+    /// `alias.id = (SELECT record_id FROM <fv> WHERE tenant, field AND x.v = value
+    /// LIMIT 1)`: the record with this value of a unique field (all index rows of a
+    /// unique field are `uniq`, so the unique index holds at most one). A scalar
+    /// subquery, not a semi-join: its plan is the same whatever the value, which lets
+    /// PostgreSQL keep the query's generic plan (see [`Compiler::query`]). The query's
+    /// type-version guard makes sure the field was still unique.
+    fn via_unique(&mut self, out: &mut String, alias: &str, table: &str, field_id: Uuid, v: Bind) {
+        let f = self.bind_n(Bind::Uuid(field_id));
+        out.push_str(alias);
+        out.push_str(".id = (SELECT x.record_id FROM ");
+        out.push_str(table);
+        out.push_str(" x WHERE x.tenant_id = ");
+        out.push_str(&self.tenant);
+        out.push_str(" AND x.field_id = ");
+        placeholder(out, f);
+        out.push_str(" AND x.uniq AND x.v = ");
+        self.param_into(out, v);
+        out.push_str(" LIMIT 1)");
+    }
+
     /// Compiles a filter over records aliased `alias` of entity type `type_id`. `top`
     /// is true while only `and`s separate the node from the root.
     pub fn filter(&mut self, f: &CheckedFilter, alias: &str, type_id: Uuid, top: bool) -> String {
@@ -575,8 +637,13 @@ impl<'a> Compiler<'a> {
                 } else {
                     self.access(type_id, target, top)
                 };
+                let is_eq = *op == CmpOp::Eq;
                 let op = cmp_sql(*op);
                 match route {
+                    Access::Index { table, field_id } if top && is_eq && self.unique(target) => {
+                        self.unique_lookups += 1;
+                        self.via_unique(out, alias, table, field_id, Bind::scalar(value));
+                    }
                     Access::Index { table, field_id } => {
                         self.via_index(out, alias, table, field_id, |me, out| {
                             out.push_str("x.v ");
@@ -845,6 +912,25 @@ impl<'a> Compiler<'a> {
     /// Compiles a whole query: SELECT of record columns from `records r`, filtered,
     /// after the keyset position, ordered, limited to `limit + 1` rows, and guarded by
     /// the entity type's version (no rows when the type changed since checking).
+    ///
+    /// Sets [`Sql::stable_plan`] when the best plan cannot depend on the values, so
+    /// that the query may run prepared (PostgreSQL switches a prepared statement to a
+    /// generic plan, planned once per connection; planning is about half of
+    /// PostgreSQL's time on a short list). A generic plan cannot see values, and one
+    /// field-value table's statistics mix every field of its class, so an index
+    /// subquery looks like ~10 rows whatever its value: for a frequent value (a status
+    /// shared by 60k records) that plan fetches and sorts every match (measured: 10
+    /// instead of 1.4k req/s). So a plan is stable only when:
+    /// - the filter is a plain AND of at most three field predicates (no `or`, `not`,
+    ///   `related`, no system columns, whose statistics a custom plan would use), with
+    ///   at most two sort keys (this also bounds the number of distinct statement texts
+    ///   a connection keeps prepared), and
+    /// - every index subquery emitted is a unique lookup (an equality on a unique
+    ///   field, [`Compiler::via_unique`]): at most one record matches whatever the
+    ///   value, and the plan starts from it.
+    ///
+    /// Ordered scans (the default sort, a sort on an indexed field with a range on it,
+    /// keyset positions) then give the same plan generic or custom.
     pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
         // Sort expressions; indexed user fields sort through a joined field-value table.
         let mut joins_sql = String::new();
@@ -886,6 +972,7 @@ impl<'a> Compiler<'a> {
             ),
         ];
         if let Some(f) = &q.filter {
+            self.main_type = Some(q.entity_type.clone());
             wh.push(self.filter(f, "r", type_id, true));
         }
         if let Some(after) = &q.after {
@@ -902,7 +989,11 @@ impl<'a> Compiler<'a> {
             })
             .collect();
         let limit = self.sql.param(Bind::Int(q.limit as i64 + 1));
+        let stable_plan = q.sort.len() <= 2
+            && simple_conjunction(q.filter.as_ref())
+            && self.index_subqueries == self.unique_lookups;
         let mut sql = self.sql;
+        sql.stable_plan = stable_plan;
         let text = format!(
             "SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by FROM records r{joins_sql} WHERE {} ORDER BY {} LIMIT {limit}",
             wh.join(" AND "),

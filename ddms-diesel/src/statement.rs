@@ -9,11 +9,12 @@
 //! indexes): measured with pgbench as the app role, 7.1k reads/s re-planned vs 29.7k
 //! prepared on 2 clients.
 //!
-//! Only for texts from a fixed set whose generic plan is the right one whatever the
-//! values (primary-key reads, the insert): Diesel's statement cache is unbounded, and
-//! PostgreSQL switches a prepared statement to a generic plan after five calls — for a
-//! compiled filter that plan can be far off (tried: an equality list fell from 1.4k to
-//! 10 req/s), so list queries are planned per call.
+//! Only for texts from a bounded set whose generic plan is the right one whatever the
+//! values (primary-key reads, the insert, list queries whose plan is marked stable by
+//! `Compiler::query`): Diesel's statement cache is unbounded, and PostgreSQL switches a
+//! prepared statement to a generic plan after five calls — for an arbitrary compiled
+//! filter that plan can be far off (tried: an equality list fell from 1.4k to 10 req/s),
+//! so other list queries are planned per call.
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -36,7 +37,7 @@ pub struct Statement {
 
 impl Statement {
     pub(crate) fn new(sql: Sql, cache: bool) -> Statement {
-        let Sql { text, binds } = sql;
+        let Sql { text, binds, .. } = sql;
         let bytes = text.as_bytes();
         let mut slots = Vec::new();
         let mut i = 0;

@@ -182,3 +182,168 @@ fn default_keyset_pages_use_the_created_index() {
         "keyset page must seek the (created_at, id) index:\n{plan}"
     );
 }
+
+/// The generic plan PostgreSQL would keep for `sql` run as a prepared statement
+/// (`plan_cache_mode = force_generic_plan`, as after five calls when it wins), as the
+/// app role under RLS. (Test only: the bind values are written as literals into the
+/// `EXECUTE`, since `EXPLAIN EXECUTE` takes no parameters.)
+fn generic_plan_of(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> String {
+    use ddms_diesel::sql::Bind;
+    let lit = |b: &Bind| -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        match b {
+            Bind::Uuid(u) => format!("'{u}'::uuid"),
+            Bind::Int(i) => format!("{i}::bigint"),
+            Bind::Float(f) => format!("{f}::float8"),
+            Bind::Text(s) => quote(s),
+            Bind::Name(n) => quote(n.as_str()),
+            Bind::Str(s) => quote(s.as_str()),
+            other => panic!("no literal for {other:?} in this test"),
+        }
+    };
+    let mut c = app_role();
+    c.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan; SELECT set_config('ddms.tenant_id', '{}', false); PREPARE p AS {}",
+        t.scope().tenant,
+        sql.text
+    ))
+    .unwrap();
+    let args: Vec<String> = sql.binds.iter().map(lit).collect();
+    let e = ddms_diesel::sql::Sql {
+        text: format!("EXPLAIN EXECUTE p({})", args.join(", ")),
+        ..Default::default()
+    };
+    explain_text(&mut c, &e)
+}
+
+fn explain_text(c: &mut diesel::PgConnection, e: &ddms_diesel::sql::Sql) -> String {
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let lines: Vec<Line> = e.query().load(c).unwrap();
+    lines
+        .into_iter()
+        .map(|l| l.line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn only_lists_whose_plan_cannot_depend_on_values_run_prepared() {
+    let (t, recs) = big_tenant();
+    let compile = |q: serde_json::Value| {
+        let q: Query = serde_json::from_value(q).unwrap();
+        let checked = recs.check_query(&q).unwrap();
+        Compiler::new(t.scope().tenant.0, &db().backend).query(
+            &checked,
+            checked.entity_type.id,
+            checked.entity_type.version,
+        )
+    };
+    // Stable: ordered scans, JSON predicates, unique lookups.
+    for q in [
+        json!({"limit": 25}),
+        json!({"filter": {"field": "email", "op": "eq", "value": "user7@example.com"}}),
+        json!({"filter": {"and": [{"field": "score", "op": "gte", "value": 10}, {"field": "score", "op": "lt", "value": 20}]}, "sort": [{"field": "score"}], "limit": 50}),
+        json!({"filter": {"field": "city", "op": "eq", "value": "c7"}, "sort": [{"field": "rating", "desc": true}]}),
+        json!({"filter": {"and": [{"field": "email", "op": "eq", "value": "user7@example.com"}, {"field": "city", "op": "eq", "value": "c7"}]}}),
+    ] {
+        let sql = compile(q.clone());
+        assert!(sql.stable_plan, "{q} should run prepared: {}", sql.text);
+        let plan = generic_plan_of(&t, &sql);
+        assert!(plan.contains("$1"), "not a generic plan:\n{plan}");
+        assert!(!scans_data(&plan), "generic plan of {q} scans:\n{plan}");
+        assert!(
+            !plan.contains("Hash"),
+            "generic plan of {q} builds a hash of the tenant:\n{plan}"
+        );
+    }
+    let unique =
+        compile(json!({"filter": {"field": "email", "op": "eq", "value": "user7@example.com"}}));
+    assert!(
+        unique.text.contains("x.uniq AND x.v = ") && unique.text.contains("LIMIT 1)"),
+        "a unique lookup is a scalar subquery: {}",
+        unique.text
+    );
+    assert!(
+        generic_plan_of(&t, &unique).contains("fv_text_unique"),
+        "the generic plan of a unique lookup uses the unique index"
+    );
+    // Value-dependent: a non-unique indexed equality (its generic plan would fetch and
+    // sort every match of a frequent value), system columns, or/not/related, long ANDs.
+    for q in [
+        json!({"filter": {"field": "score", "op": "eq", "value": 5}}),
+        json!({"filter": {"field": "email", "op": "starts_with", "value": "user7"}}),
+        json!({"filter": {"field": "created_at", "op": "gte", "value": "2020-01-01T00:00:00Z"}}),
+        json!({"filter": {"or": [{"field": "email", "op": "eq", "value": "a@example.com"}, {"field": "email", "op": "eq", "value": "b@example.com"}]}}),
+        json!({"filter": {"and": [{"field": "email", "op": "eq", "value": "user7@example.com"}, {"field": "score", "op": "eq", "value": 7}]}}),
+        json!({"filter": {"and": [{"field": "city", "op": "eq", "value": "c1"}, {"field": "city", "op": "ne", "value": "c2"}, {"field": "city", "op": "ne", "value": "c3"}, {"field": "city", "op": "ne", "value": "c4"}]}}),
+    ] {
+        let sql = compile(q.clone());
+        assert!(
+            !sql.stable_plan,
+            "{q} must be planned per call: {}",
+            sql.text
+        );
+    }
+
+    // Through the library, more than five calls per connection (PostgreSQL's switch to
+    // the generic plan): every lookup finds exactly its record, a missing one nothing.
+    for i in (1..=N).step_by(997).take(60) {
+        let q = json!({"filter": {"field": "email", "op": "eq", "value": format!("user{i}@example.com")}});
+        let page = recs.query(&serde_json::from_value(q).unwrap()).unwrap();
+        assert_eq!(page.items.len(), 1, "user{i}");
+        assert_eq!(page.items[0].data["email"], format!("user{i}@example.com"));
+    }
+    let q = json!({"filter": {"field": "email", "op": "eq", "value": "nobody@example.com"}});
+    assert!(recs
+        .query(&serde_json::from_value(q).unwrap())
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+#[test]
+fn a_field_that_stops_being_unique_is_no_longer_looked_up_as_one_record() {
+    let t = tenant("unique-lookup");
+    t.create_entity_type(
+        &serde_json::from_value(
+            json!({"name": "acct", "fields": [{"name": "handle", "kind": "text", "unique": true}]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let recs = t.records("acct").unwrap();
+    let eq = json!({"filter": {"field": "handle", "op": "eq", "value": "same"}});
+    recs.create(&json!({"handle": "same"})).unwrap();
+    for _ in 0..8 {
+        let page = recs
+            .query(&serde_json::from_value(eq.clone()).unwrap())
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+    }
+    // Drop `unique` (the index stays: `indexed`), then store a second "same".
+    t.update_entity_type(
+        "acct",
+        &serde_json::from_value(
+            json!({"update_fields": [{"name": "handle", "kind": "text", "indexed": true}]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let opts = ddms_diesel::IndexerOptions {
+        tenant: Some(t.scope().tenant),
+        ..ddms_diesel::IndexerOptions::default()
+    };
+    ddms_diesel::run_indexer(&db().backend, &opts).unwrap();
+    let recs = t.records("acct").unwrap();
+    recs.create(&json!({"handle": "same"})).unwrap();
+    for _ in 0..8 {
+        let page = recs
+            .query(&serde_json::from_value(eq.clone()).unwrap())
+            .unwrap();
+        assert_eq!(page.items.len(), 2, "both records with the value are found");
+    }
+}
