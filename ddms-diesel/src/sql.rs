@@ -282,15 +282,22 @@ enum Access {
     Json { key: usize, class: ValueClass },
 }
 
-/// The compiler's state: the SQL being built and the tenant placeholder.
+/// The placeholder of the tenant id, which [`Compiler::new`] binds first.
+const TENANT: &str = "$1";
+
+/// The compiler's state: the SQL being built (its first bind the tenant id).
 pub struct Compiler<'a> {
     /// Output.
     pub sql: Sql,
-    tenant: String,
     indexes: &'a dyn IndexLookup,
     aliases: usize,
     /// Sort joins on indexed fields: (type id, field name, alias).
     joins: Vec<(Uuid, String, String)>,
+    /// Answers of `indexes` so far: (type id, field, ready index). A filter often names
+    /// a field more than once (a range is two predicates), and a lookup hashes the
+    /// type id and the name (behind a lock, in the backend).
+    /// The first few are kept, in place (no allocation for a small filter).
+    ready: [Option<(Uuid, Name, Option<Uuid>)>; READY_MEMO],
     /// Index subqueries emitted so far (bounded: each top-level one becomes a semi-join,
     /// and hundreds of joins would take the planner longer than any scan).
     index_subqueries: usize,
@@ -320,6 +327,9 @@ fn simple_conjunction(f: Option<&CheckedFilter>) -> bool {
             _ => false,
         })
 }
+
+/// How many answers of [`IndexLookup::ready_index`] a compiler keeps.
+const READY_MEMO: usize = 8;
 
 /// Most field-value subqueries in one query; further predicates take the JSONB path,
 /// which is always correct, only not index-assisted.
@@ -403,18 +413,38 @@ fn number(out: &mut String, mut n: usize) {
 /// The smallest string greater than every string starting with `p` (code-point order,
 /// which is byte order for UTF-8, i.e. the C collation); `None` if there is none.
 pub fn prefix_upper_bound(p: &str) -> Option<String> {
-    // The last character that has a successor is replaced by it, and what follows it
-    // (only U+10FFFF, which has none) is dropped.
+    let (i, c) = upper_bound_at(p)?;
+    let mut out = String::with_capacity(i + c.len_utf8());
+    out.push_str(&p[..i]);
+    out.push(c);
+    Some(out)
+}
+
+/// [`prefix_upper_bound`] as a bind: short bounds are built without an allocation.
+fn upper_bound_bind(p: &str) -> Option<Bind> {
+    let (i, c) = upper_bound_at(p)?;
+    let mut buf = [0u8; 16];
+    let len = i + c.len_utf8();
+    if len > buf.len() {
+        return prefix_upper_bound(p).map(Bind::Text);
+    }
+    buf[..i].copy_from_slice(&p.as_bytes()[..i]);
+    c.encode_utf8(&mut buf[i..]);
+    // Always valid: a prefix of `p` up to a character boundary, then a character.
+    let s = std::str::from_utf8(&buf[..len]).ok()?;
+    Some(Bind::Str(Text::new(s)))
+}
+
+/// The bound is `p[..i]` followed by `c`: the last character that has a successor is
+/// replaced by it, and what follows it (only U+10FFFF, which has none) is dropped.
+fn upper_bound_at(p: &str) -> Option<(usize, char)> {
     for (i, last) in p.char_indices().rev() {
         let mut n = last as u32 + 1;
         if (0xD800..=0xDFFF).contains(&n) {
             n = 0xE000;
         }
         if let Some(c) = char::from_u32(n) {
-            let mut out = String::with_capacity(i + c.len_utf8());
-            out.push_str(&p[..i]);
-            out.push(c);
-            return Some(out);
+            return Some((i, c));
         }
     }
     None
@@ -423,14 +453,16 @@ pub fn prefix_upper_bound(p: &str) -> Option<String> {
 impl<'a> Compiler<'a> {
     /// A compiler whose first bind (`$1`) is the tenant id.
     pub fn new(tenant: Uuid, indexes: &'a dyn IndexLookup) -> Self {
-        let mut sql = Sql::new();
-        let tenant = sql.param(Bind::Uuid(tenant));
+        let sql = Sql {
+            text: String::new(),
+            binds: vec![Bind::Uuid(tenant)],
+        };
         Compiler {
             sql,
-            tenant,
             indexes,
             aliases: 0,
             joins: Vec::new(),
+            ready: Default::default(),
             index_subqueries: 0,
             main_type: None,
             unique_lookups: 0,
@@ -508,12 +540,28 @@ impl<'a> Compiler<'a> {
         if !indexed || self.index_subqueries >= MAX_INDEX_SUBQUERIES {
             return None;
         }
-        let field_id = self.indexes.ready_index(type_id, name.as_str())?;
+        let field_id = self.ready_index(type_id, name)?;
         self.index_subqueries += 1;
         Some(Access::Index {
             table: class_table(class).0,
             field_id,
         })
+    }
+
+    /// [`IndexLookup::ready_index`], asked once per field and compilation.
+    fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<Uuid> {
+        for slot in &mut self.ready {
+            match slot {
+                Some((t, f, id)) if *t == type_id && f.as_str() == name.as_str() => return *id,
+                Some(_) => {}
+                None => {
+                    let id = self.indexes.ready_index(type_id, name.as_str());
+                    *slot = Some((type_id, name.clone(), id));
+                    return id;
+                }
+            }
+        }
+        self.indexes.ready_index(type_id, name.as_str())
     }
 
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
@@ -546,7 +594,7 @@ impl<'a> Compiler<'a> {
         out.push_str(".id IN (SELECT x.record_id FROM ");
         out.push_str(table);
         out.push_str(" x WHERE x.tenant_id = ");
-        out.push_str(&self.tenant);
+        out.push_str(TENANT);
         out.push_str(" AND x.field_id = ");
         placeholder(out, f);
         out.push_str(" AND ");
@@ -726,7 +774,7 @@ impl<'a> Compiler<'a> {
                     None
                 };
                 let range = if access.is_some() {
-                    prefix_upper_bound(value)
+                    upper_bound_bind(value)
                 } else {
                     None
                 };
@@ -739,7 +787,7 @@ impl<'a> Compiler<'a> {
                         out.push_str(" AND ");
                         self.render(out, alias, &a);
                         out.push_str(" < ");
-                        self.param_into(out, Bind::Text(upper));
+                        self.param_into(out, upper);
                         out.push(')');
                     }
                     (Some(Access::Index { table, field_id }), Some(upper)) => {
@@ -747,7 +795,7 @@ impl<'a> Compiler<'a> {
                             out.push_str("x.v >= ");
                             me.param_into(out, Bind::Str(value.clone()));
                             out.push_str(" AND x.v < ");
-                            me.param_into(out, Bind::Text(upper));
+                            me.param_into(out, upper);
                         })
                     }
                     _ => {
@@ -887,7 +935,7 @@ impl<'a> Compiler<'a> {
                 out.push_str(" WHERE ");
                 e(out);
                 out.push_str(".tenant_id = ");
-                out.push_str(&self.tenant);
+                out.push_str(TENANT);
                 out.push_str(" AND ");
                 e(out);
                 out.push_str(here);
@@ -896,7 +944,7 @@ impl<'a> Compiler<'a> {
                 out.push_str(".id AND ");
                 e(out);
                 out.push_str(".relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = ");
-                out.push_str(&self.tenant);
+                out.push_str(TENANT);
                 out.push_str(" AND rt.name = ");
                 placeholder(out, n);
                 out.push_str(") AND ");
@@ -963,12 +1011,11 @@ impl<'a> Compiler<'a> {
         let ty = self.sql.param(Bind::Uuid(type_id));
         let ver = self.sql.param(Bind::Int(type_version));
         let mut wh = vec![
-            format!("r.tenant_id = {}", self.tenant),
+            format!("r.tenant_id = {TENANT}"),
             format!("r.entity_type_id = {ty}"),
             // Guard: the query was compiled against this version of the type.
             format!(
-                "EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {} AND et.id = {ty} AND et.version = {ver})",
-                self.tenant
+                "EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {TENANT} AND et.id = {ty} AND et.version = {ver})"
             ),
         ];
         if let Some(f) = &q.filter {

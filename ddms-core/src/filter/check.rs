@@ -614,7 +614,14 @@ fn list(
 ) -> Result<Vec<CheckedFilter>> {
     let mut out = Vec::with_capacity(v.len());
     for (i, f) in v.iter().enumerate() {
-        out.push(node(ty, f, schema, kp.index(i))?);
+        // Predicates are most items: checked straight into the list, not returned
+        // through `node` (a checked filter is copied at every return).
+        match f {
+            Filter::Pred { field, op, value } => {
+                predicate_with(ty, field, *op, value, kp.index(i), |c| out.push(c))?
+            }
+            f => out.push(node(ty, f, schema, kp.index(i))?),
+        }
     }
     Ok(out)
 }
@@ -632,6 +639,7 @@ fn expected(class: ValueClass) -> &'static str {
 }
 
 /// `v` as `class` for `target`; `enum_values` are the target's values if it is an enum.
+#[inline]
 fn operand(
     target: &Target,
     enum_values: &[String],
@@ -691,6 +699,19 @@ fn predicate(
     value: &Value,
     path: Path<'_>,
 ) -> Result<CheckedFilter> {
+    predicate_with(ty, field, op, value, path, |c| c)
+}
+
+/// Checks a predicate and hands the result to `done` (which may store it in place).
+#[inline(always)]
+fn predicate_with<R>(
+    ty: &EntityType,
+    field: &str,
+    op: Op,
+    value: &Value,
+    path: Path<'_>,
+    done: impl FnOnce(CheckedFilter) -> R,
+) -> Result<R> {
     let (target, enum_values) = Target::resolve_field(ty, field).ok_or_else(|| {
         Error::filter(
             format!("{path}.field"),
@@ -743,7 +764,7 @@ fn predicate(
                 ..
             }
         );
-    Ok(match op {
+    Ok(done(match op {
         Op::IsNull | Op::Exists => {
             let Value::Bool(b) = value else {
                 return Err(Error::filter(
@@ -819,11 +840,10 @@ fn predicate(
                     format!("`{}` lists at most {MAX_IN_VALUES} values", op.as_str()),
                 ));
             }
-            let values = items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| operand(&target, enum_values, class, v, vpath.index(i)))
-                .collect::<Result<Vec<_>>>()?;
+            let mut values = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                values.push(operand(&target, enum_values, class, v, vpath.index(i))?);
+            }
             CheckedFilter::In {
                 target,
                 negated: op == Op::NotIn,
@@ -869,7 +889,7 @@ fn predicate(
                 value,
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]
