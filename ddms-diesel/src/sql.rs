@@ -175,7 +175,8 @@ pub struct Sql {
     /// The binds, `$1` first.
     pub binds: Vec<Bind>,
     /// Set by [`Compiler::query`] when the query's best plan does not depend on its
-    /// values (see [`Compiler::query`]): it may run as a prepared statement.
+    /// values or on the tenant's size (see [`Compiler::query`]): it may run as a
+    /// prepared statement.
     pub stable_plan: bool,
 }
 
@@ -456,6 +457,7 @@ impl<'a> Compiler<'a> {
         let sql = Sql {
             text: String::new(),
             binds: vec![Bind::Uuid(tenant)],
+            stable_plan: false,
         };
         Compiler {
             sql,
@@ -589,17 +591,32 @@ impl<'a> Compiler<'a> {
         field_id: Uuid,
         cond: impl FnOnce(&mut Self, &mut String),
     ) {
+        self.fv_lookup(out, alias, " IN ", table, field_id);
+        cond(self, out);
+        out.push(')');
+    }
+
+    /// `alias.id <test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND `: the
+    /// opening shared by [`Compiler::via_index`] and [`Compiler::via_unique`].
+    fn fv_lookup(
+        &mut self,
+        out: &mut String,
+        alias: &str,
+        test: &str,
+        table: &str,
+        field_id: Uuid,
+    ) {
         let f = self.bind_n(Bind::Uuid(field_id));
         out.push_str(alias);
-        out.push_str(".id IN (SELECT x.record_id FROM ");
+        out.push_str(".id");
+        out.push_str(test);
+        out.push_str("(SELECT x.record_id FROM ");
         out.push_str(table);
         out.push_str(" x WHERE x.tenant_id = ");
         out.push_str(TENANT);
         out.push_str(" AND x.field_id = ");
         placeholder(out, f);
         out.push_str(" AND ");
-        cond(self, out);
-        out.push(')');
     }
 
     /// Whether `target` is a unique field of the queried type (see
@@ -621,15 +638,8 @@ impl<'a> Compiler<'a> {
     /// PostgreSQL keep the query's generic plan (see [`Compiler::query`]). The query's
     /// type-version guard makes sure the field was still unique.
     fn via_unique(&mut self, out: &mut String, alias: &str, table: &str, field_id: Uuid, v: Bind) {
-        let f = self.bind_n(Bind::Uuid(field_id));
-        out.push_str(alias);
-        out.push_str(".id = (SELECT x.record_id FROM ");
-        out.push_str(table);
-        out.push_str(" x WHERE x.tenant_id = ");
-        out.push_str(&self.tenant);
-        out.push_str(" AND x.field_id = ");
-        placeholder(out, f);
-        out.push_str(" AND x.uniq AND x.v = ");
+        self.fv_lookup(out, alias, " = ", table, field_id);
+        out.push_str("x.uniq AND x.v = ");
         self.param_into(out, v);
         out.push_str(" LIMIT 1)");
     }
@@ -963,22 +973,24 @@ impl<'a> Compiler<'a> {
     ///
     /// Sets [`Sql::stable_plan`] when the best plan cannot depend on the values, so
     /// that the query may run prepared (PostgreSQL switches a prepared statement to a
-    /// generic plan, planned once per connection; planning is about half of
-    /// PostgreSQL's time on a short list). A generic plan cannot see values, and one
-    /// field-value table's statistics mix every field of its class, so an index
-    /// subquery looks like ~10 rows whatever its value: for a frequent value (a status
-    /// shared by 60k records) that plan fetches and sorts every match (measured: 10
-    /// instead of 1.4k req/s). So a plan is stable only when:
-    /// - the filter is a plain AND of at most three field predicates (no `or`, `not`,
-    ///   `related`, no system columns, whose statistics a custom plan would use), with
-    ///   at most two sort keys (this also bounds the number of distinct statement texts
-    ///   a connection keeps prepared), and
-    /// - every index subquery emitted is a unique lookup (an equality on a unique
-    ///   field, [`Compiler::via_unique`]): at most one record matches whatever the
-    ///   value, and the plan starts from it.
+    /// generic plan, planned once per connection; planning is most of PostgreSQL's time
+    /// on a short list). A generic plan cannot see values, and two kinds of estimate go
+    /// wrong without them:
+    /// - one field-value table's statistics mix every field of its class, so an index
+    ///   subquery looks like ~10 rows whatever its value: for a frequent value (a status
+    ///   shared by 60k records) that plan fetches and sorts every match (measured: 10
+    ///   instead of 1.4k req/s);
+    /// - the tenant is a parameter too, so the generic plan sizes every tenant as the
+    ///   average one: with many small tenants it fetches a whole type and sorts it
+    ///   rather than walk an index in order — fine for them, a disaster for a big one
+    ///   (seen in the test suite: a hash join over the type for a sorted list).
     ///
-    /// Ordered scans (the default sort, a sort on an indexed field with a range on it,
-    /// keyset positions) then give the same plan generic or custom.
+    /// So only lists that start from a unique lookup are stable: the filter is a plain
+    /// AND of at most three field predicates (no `or`, `not`, `related` or system
+    /// columns; at most two sort keys, which also bounds the distinct statement texts a
+    /// connection keeps prepared), at least one of them an equality on a unique field
+    /// ([`Compiler::via_unique`]), and no other index subquery. At most one record can
+    /// match whatever the values or the tenant's size, and every plan starts from it.
     pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
         // Sort expressions; indexed user fields sort through a joined field-value table.
         let mut joins_sql = String::new();
@@ -1038,6 +1050,7 @@ impl<'a> Compiler<'a> {
         let limit = self.sql.param(Bind::Int(q.limit as i64 + 1));
         let stable_plan = q.sort.len() <= 2
             && simple_conjunction(q.filter.as_ref())
+            && self.unique_lookups > 0
             && self.index_subqueries == self.unique_lookups;
         let mut sql = self.sql;
         sql.stable_plan = stable_plan;
