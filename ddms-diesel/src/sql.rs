@@ -309,24 +309,14 @@ pub struct Compiler<'a> {
     unique_lookups: usize,
 }
 
-/// Whether `f` is absent or a plain AND of at most three predicates on user fields
-/// (see [`Compiler::query`]).
-fn simple_conjunction(f: Option<&CheckedFilter>) -> bool {
-    let preds = match f {
-        None => return true,
-        Some(CheckedFilter::And(v)) => v.as_slice(),
-        Some(one) => std::slice::from_ref(one),
-    };
-    preds.len() <= 3
-        && preds.iter().all(|p| match p {
-            CheckedFilter::Compare { target, .. }
-            | CheckedFilter::In { target, .. }
-            | CheckedFilter::Text { target, .. }
-            | CheckedFilter::ListContains { target, .. }
-            | CheckedFilter::JsonEq { target, .. }
-            | CheckedFilter::IsNull { target, .. } => matches!(target, Target::Field { .. }),
-            _ => false,
-        })
+/// Whether `f` is a single comparison (alone or as the one item of an AND; see
+/// [`Compiler::query`]).
+fn single_comparison(f: Option<&CheckedFilter>) -> bool {
+    match f {
+        Some(CheckedFilter::And(v)) => matches!(v.as_slice(), [CheckedFilter::Compare { .. }]),
+        Some(CheckedFilter::Compare { .. }) => true,
+        _ => false,
+    }
 }
 
 /// How many answers of [`IndexLookup::ready_index`] a compiler keeps.
@@ -985,12 +975,12 @@ impl<'a> Compiler<'a> {
     ///   rather than walk an index in order — fine for them, a disaster for a big one
     ///   (seen in the test suite: a hash join over the type for a sorted list).
     ///
-    /// So only lists that start from a unique lookup are stable: the filter is a plain
-    /// AND of at most three field predicates (no `or`, `not`, `related` or system
-    /// columns; at most two sort keys, which also bounds the distinct statement texts a
-    /// connection keeps prepared), at least one of them an equality on a unique field
-    /// ([`Compiler::via_unique`]), and no other index subquery. At most one record can
-    /// match whatever the values or the tenant's size, and every plan starts from it.
+    /// So only a list by a unique field's value is stable: the filter is that one
+    /// equality ([`Compiler::via_unique`]), with at most one sort key. At most one record
+    /// can match whatever the value or the tenant's size, and every plan starts from it.
+    /// Keeping to that one shape also bounds the statement texts a connection keeps
+    /// prepared (Diesel's statement cache is unbounded): a few hundred (value classes ×
+    /// sort keys × keyset forms), whatever filters clients send.
     pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
         // Sort expressions; indexed user fields sort through a joined field-value table.
         let mut joins_sql = String::new();
@@ -1048,10 +1038,10 @@ impl<'a> Compiler<'a> {
             })
             .collect();
         let limit = self.sql.param(Bind::Int(q.limit as i64 + 1));
-        let stable_plan = q.sort.len() <= 2
-            && simple_conjunction(q.filter.as_ref())
-            && self.unique_lookups > 0
-            && self.index_subqueries == self.unique_lookups;
+        let stable_plan = q.sort.len() <= 2 // one key and the `id` tie-breaker
+            && single_comparison(q.filter.as_ref())
+            && self.unique_lookups == 1
+            && self.index_subqueries == 1;
         let mut sql = self.sql;
         sql.stable_plan = stable_plan;
         let text = format!(

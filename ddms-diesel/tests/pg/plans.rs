@@ -242,11 +242,10 @@ fn only_lists_starting_from_a_unique_lookup_run_prepared() {
             checked.entity_type.version,
         )
     };
-    // Stable: lists that start from a unique lookup.
+    // Stable: a list by a unique field's value.
     for q in [
         json!({"filter": {"field": "email", "op": "eq", "value": "user7@example.com"}}),
-        json!({"filter": {"and": [{"field": "email", "op": "eq", "value": "user7@example.com"}, {"field": "city", "op": "eq", "value": "c7"}]}, "sort": [{"field": "rating", "desc": true}]}),
-        json!({"filter": {"and": [{"field": "city", "op": "ne", "value": "c8"}, {"field": "email", "op": "eq", "value": "user7@example.com"}]}}),
+        json!({"filter": {"and": [{"field": "email", "op": "eq", "value": "user7@example.com"}]}, "sort": [{"field": "rating", "desc": true}]}),
     ] {
         let sql = compile(q.clone());
         assert!(sql.stable_plan, "{q} should run prepared: {}", sql.text);
@@ -264,14 +263,13 @@ fn only_lists_starting_from_a_unique_lookup_run_prepared() {
         "a unique lookup is a scalar subquery: {}",
         unique.text
     );
-    assert!(
-        generic_plan_of(&t, &unique).contains("fv_text_unique"),
-        "the generic plan of a unique lookup uses the unique index"
-    );
     // Value- or size-dependent: ordered scans (a generic plan sizes the tenant as the
     // average one), a non-unique indexed equality (its generic plan would fetch and
-    // sort every match of a frequent value), system columns, or/not/related, long ANDs.
+    // sort every match of a frequent value), system columns, or/not/related; and any
+    // other predicate beside a unique lookup (bounding the prepared statement texts).
     for q in [
+        json!({"filter": {"and": [{"field": "email", "op": "eq", "value": "user7@example.com"}, {"field": "city", "op": "eq", "value": "c7"}]}}),
+        json!({"filter": {"field": "email", "op": "eq", "value": "user7@example.com"}, "sort": [{"field": "rating"}, {"field": "city"}]}),
         json!({"limit": 25}),
         json!({"filter": {"and": [{"field": "score", "op": "gte", "value": 10}, {"field": "score", "op": "lt", "value": 20}]}, "sort": [{"field": "score"}], "limit": 50}),
         json!({"filter": {"field": "city", "op": "eq", "value": "c7"}, "sort": [{"field": "rating", "desc": true}]}),
