@@ -1473,24 +1473,21 @@ pub const SCHEMA_TABLES: [&str; 5] = [
     "tenants",
 ];
 
-/// [`BULK_TABLES`] and [`SCHEMA_TABLES`].
-pub const ALL_TABLES: [&str; 15] = [
-    "records",
-    "relations",
-    "events",
-    "fv_text",
-    "fv_int",
-    "fv_float",
-    "fv_bool",
-    "fv_date",
-    "fv_ts",
-    "fv_uuid",
-    "entity_types",
-    "fields",
-    "relation_types",
-    "tenant_feeds",
-    "tenants",
-];
+/// [`BULK_TABLES`] and [`SCHEMA_TABLES`], in that order (derived, not restated).
+pub const ALL_TABLES: [&str; BULK_TABLES.len() + SCHEMA_TABLES.len()] = {
+    let mut out = [""; BULK_TABLES.len() + SCHEMA_TABLES.len()];
+    let mut i = 0;
+    while i < BULK_TABLES.len() {
+        out[i] = BULK_TABLES[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SCHEMA_TABLES.len() {
+        out[BULK_TABLES.len() + j] = SCHEMA_TABLES[j];
+        j += 1;
+    }
+    out
+};
 
 /// Runs `ANALYZE` on the bulk tables (and the small schema tables) over up to
 /// `connections` connections at once. Needs the tables' owner (the connecting role);
