@@ -121,25 +121,7 @@ fn exclusive_load_rebuilds_exactly_what_it_dropped() {
     let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
     assert_eq!(load.index_path(), &IndexPath::Rebuilt);
     assert!(!load.reset_tenant("Bulk").unwrap());
-    let ty = load.create_entity_type(&item_type()).unwrap();
-    let next = load
-        .create_relation_type(&link("next", Cardinality::OneToOne))
-        .unwrap();
-    let likes = load
-        .create_relation_type(&link("likes", Cardinality::ManyToMany))
-        .unwrap();
-    assert_eq!(load.copy_records(&ty, items(&ty, 0..300)).unwrap(), 300);
-    let mut enc = RelationEncoder::new(&next);
-    for i in 0..299 {
-        enc.push(id(10_000 + i), id(i), id(i + 1));
-    }
-    assert_eq!(load.copy_relations(&next, [Ok(enc.take())]).unwrap(), 299);
-    let mut enc = RelationEncoder::new(&likes);
-    for i in 0..300 {
-        enc.push(id(20_000 + i), id(i), id((i * 7) % 300));
-        enc.push(id(30_000 + i), id(i), id((i * 7 + 1) % 300));
-    }
-    assert_eq!(load.copy_relations(&likes, [Ok(enc.take())]).unwrap(), 600);
+    load_items_in(&mut load, &[(0, 300)]);
     let report = load.commit().unwrap();
     assert_eq!((report.records, report.relations), (300, 899));
     assert_eq!(
@@ -450,8 +432,15 @@ fn feed(url: &str, tenant: Uuid) -> Vec<EventRow> {
     .unwrap()
 }
 
-/// Loads 300 items and 899 relations through `load` (types first).
+/// Loads 300 items and 899 relations through `load` (types first), the items in two
+/// copies.
 fn load_items(load: &mut BulkLoad) {
+    load_items_in(load, &[(0, 200), (200, 300)]);
+}
+
+/// [`load_items`], with the items copied in the given `(start, end)` ranges (together
+/// `0..300`).
+fn load_items_in(load: &mut BulkLoad, copies: &[(u64, u64)]) {
     let ty = load.create_entity_type(&item_type()).unwrap();
     let next = load
         .create_relation_type(&link("next", Cardinality::OneToOne))
@@ -459,8 +448,12 @@ fn load_items(load: &mut BulkLoad) {
     let likes = load
         .create_relation_type(&link("likes", Cardinality::ManyToMany))
         .unwrap();
-    assert_eq!(load.copy_records(&ty, items(&ty, 0..200)).unwrap(), 200);
-    assert_eq!(load.copy_records(&ty, items(&ty, 200..300)).unwrap(), 100);
+    for &(start, end) in copies {
+        assert_eq!(
+            load.copy_records(&ty, items(&ty, start..end)).unwrap(),
+            end - start
+        );
+    }
     let mut enc = RelationEncoder::new(&next);
     for i in 0..299 {
         enc.push(id(10_000 + i), id(i), id(i + 1));
