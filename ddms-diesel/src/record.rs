@@ -364,11 +364,7 @@ impl RecordStore for PgBackend {
         // Prepared only when its plan cannot depend on the values (`stable_plan`, see
         // `Compiler::query`); otherwise planned per call.
         self.once(sc, |c| {
-            let rows: Vec<RecordRow> = if sql.stable_plan {
-                sql.clone().prepared().load(c)?
-            } else {
-                sql.query().load(c)?
-            };
+            let rows: Vec<RecordRow> = sql.query().load(c)?;
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the
                 // type changed since the query was checked. Tell the two apart.

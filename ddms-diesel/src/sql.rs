@@ -175,8 +175,8 @@ pub struct Sql {
     /// The binds, `$1` first.
     pub binds: Vec<Bind>,
     /// Set by [`Compiler::query`] when the query's best plan does not depend on its
-    /// values or on the tenant's size (see [`Compiler::query`]): it may run as a
-    /// prepared statement.
+    /// values or on the tenant's size (see [`Compiler::query`]): [`Sql::query`] then
+    /// keeps it prepared.
     pub stable_plan: bool,
 }
 
@@ -205,10 +205,11 @@ impl Sql {
         format!("${}", self.binds.len())
     }
 
-    /// A Diesel query with every bind applied (planned per call; see
-    /// [`Sql::prepared`] for the cached form).
+    /// A Diesel query with every bind applied: planned per call, or kept prepared when
+    /// [`Compiler::query`] marked its plan stable (see [`Sql::prepared`] for the cached
+    /// form).
     pub fn query(&self) -> crate::statement::Statement {
-        crate::statement::Statement::new(self.clone(), false)
+        crate::statement::Statement::new(self.clone(), self.stable_plan)
     }
 }
 
@@ -990,7 +991,7 @@ impl<'a> Compiler<'a> {
                 Target::System(sys) => keys.push((sys_column("r", *sys), s.desc, false)),
                 Target::Field { name, kind, .. } => {
                     let class = kind.value_class().unwrap_or(ValueClass::Text);
-                    match self.indexes.ready_index(type_id, name.as_str()) {
+                    match self.ready_index(type_id, name) {
                         Some(field_id) => {
                             let a = format!("s{}", self.joins.len());
                             let f = self.sql.param(Bind::Uuid(field_id));

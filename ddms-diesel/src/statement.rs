@@ -1,6 +1,6 @@
 //! Running an [`Sql`] on a connection: [`Statement`] walks its text and binds for
-//! Diesel, planned per call ([`Sql::query`]) or as a cached prepared statement
-//! ([`Sql::prepared`]).
+//! Diesel, planned per call ([`Sql::query`], unless the compiler marked the plan
+//! stable) or as a cached prepared statement ([`Sql::prepared`]).
 //!
 //! Prepared statements are for [`Sql`] whose text comes from a fixed set (a record by id,
 //! the insert of records): Diesel keeps them prepared per connection, keyed by their
