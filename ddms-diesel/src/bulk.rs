@@ -1067,11 +1067,22 @@ impl BulkLoad {
         ty: &EntityType,
         chunks: impl IntoIterator<Item = Result<Chunk>>,
     ) -> Result<u64> {
+        self.copy_step(Some(ty.id), |me| me.copy_records_now(ty, chunks))
+    }
+
+    /// Runs one copy step: directly, or in a replacing load in its own transaction on
+    /// the shadow tables, once [`BulkLoad::build_finished_tables`] has started on those
+    /// the types before `loading` complete (`None`: relations).
+    fn copy_step<T>(
+        &mut self,
+        loading: Option<Uuid>,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         if self.shadow.is_some() {
-            self.build_finished_tables(Some(ty.id))?;
-            return self.in_shadow_tx(|me| me.copy_records_now(ty, chunks));
+            self.build_finished_tables(loading)?;
+            return self.in_shadow_tx(f);
         }
-        self.copy_records_now(ty, chunks)
+        f(self)
     }
 
     fn copy_records_now(
@@ -1149,11 +1160,7 @@ impl BulkLoad {
         rt: &RelationType,
         chunks: impl IntoIterator<Item = Result<Chunk>>,
     ) -> Result<u64> {
-        if self.shadow.is_some() {
-            self.build_finished_tables(None)?;
-            return self.in_shadow_tx(|me| me.copy_relations_now(rt, chunks));
-        }
-        self.copy_relations_now(rt, chunks)
+        self.copy_step(None, |me| me.copy_relations_now(rt, chunks))
     }
 
     fn copy_relations_now(
