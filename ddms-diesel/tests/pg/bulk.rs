@@ -184,22 +184,7 @@ fn a_duplicate_unique_value_aborts_everything_and_restores_the_indexes() {
     let tenant = Uuid::new_v4();
     let mut load = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
     load.reset_tenant("Dup").unwrap();
-    let ty = load.create_entity_type(&item_type()).unwrap();
-    let mut enc = RecordEncoder::new(&ty);
-    enc.push(id(1), &json!({"code": "same"})).unwrap();
-    enc.push(id(2), &json!({"code": "same"})).unwrap();
-    load.copy_records(&ty, [Ok(enc.take())]).unwrap();
-    let err = load.commit().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                kind: ConflictKind::Unique,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    commit_fails_on_a_duplicate_code(load);
     assert_eq!(definitions(&url), before);
     assert_eq!(
         count(&url, tenant, "tenants"),
@@ -432,6 +417,27 @@ fn feed(url: &str, tenant: Uuid) -> Vec<EventRow> {
     .unwrap()
 }
 
+/// Loads two items with the same unique `code` through `load`: the commit must fail
+/// with a unique conflict.
+fn commit_fails_on_a_duplicate_code(mut load: BulkLoad) {
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let mut enc = RecordEncoder::new(&ty);
+    enc.push(id(1), &json!({"code": "same"})).unwrap();
+    enc.push(id(2), &json!({"code": "same"})).unwrap();
+    load.copy_records(&ty, [Ok(enc.take())]).unwrap();
+    let err = load.commit().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Unique,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 /// Loads 300 items and 899 relations through `load` (types first), the items in two
 /// copies.
 fn load_items(load: &mut BulkLoad) {
@@ -634,24 +640,8 @@ fn a_failed_replacing_load_publishes_nothing_and_removes_its_tables() {
     let (url, store) = fresh();
     let before = table_setup(&url);
     let tenant = Uuid::new_v4();
-    let mut load =
-        BulkLoad::replace(&url, tenant, "Dup", "loader", &BulkOptions::default()).unwrap();
-    let ty = load.create_entity_type(&item_type()).unwrap();
-    let mut enc = RecordEncoder::new(&ty);
-    enc.push(id(1), &json!({"code": "same"})).unwrap();
-    enc.push(id(2), &json!({"code": "same"})).unwrap();
-    load.copy_records(&ty, [Ok(enc.take())]).unwrap();
-    let err = load.commit().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                kind: ConflictKind::Unique,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let load = BulkLoad::replace(&url, tenant, "Dup", "loader", &BulkOptions::default()).unwrap();
+    commit_fails_on_a_duplicate_code(load);
     assert!(!shadow_schema_exists(&url));
     assert!(store.get_tenant(TenantId(tenant)).is_err());
     assert_eq!(table_setup(&url), before);
