@@ -67,7 +67,7 @@ use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError};
 use crate::error::map_db;
-use crate::schema::{cardinality_str, PURGE_ORDER};
+use crate::schema::{cardinality_str, insert_feed, PURGE_ORDER};
 use crate::sql::{Bind, Sql};
 
 /// The staging tables (TEMP, per session) as Diesel tables, for `copy_from`.
@@ -879,13 +879,7 @@ impl BulkLoad {
         s.query()
             .execute(&mut self.conn)
             .map_err(db("create tenant"))?;
-        let mut s = Sql::new();
-        s.push("INSERT INTO tenant_feeds (tenant_id) VALUES (")
-            .bind(Bind::Uuid(self.tenant))
-            .push(")");
-        s.query()
-            .execute(&mut self.conn)
-            .map_err(db("create feed"))?;
+        insert_feed(&mut self.conn, self.tenant).map_err(db("create feed"))?;
         self.types.clear();
         self.loaded.clear();
         self.existed = existed;
@@ -2332,13 +2326,7 @@ impl BulkLoad {
             s.query().execute(&mut self.conn).map_err(db(table))?;
         }
         simple(&mut self.conn, "SELECT set_config('ddms.purge', '', true)")?;
-        let mut s = Sql::new();
-        s.push("INSERT INTO tenant_feeds (tenant_id) VALUES (")
-            .bind(Bind::Uuid(self.tenant))
-            .push(")");
-        s.query()
-            .execute(&mut self.conn)
-            .map_err(db("create feed"))?;
+        insert_feed(&mut self.conn, self.tenant).map_err(db("create feed"))?;
         self.types.clear();
         for (def, id, field_ids) in &sh.entity_types {
             self.insert_entity_type(*id, def, Some(field_ids))?;

@@ -45,6 +45,16 @@ pub(crate) const PURGE_ORDER: [&str; 14] = [
     "tenant_feeds",
 ];
 
+/// Starts a tenant's change feed (its `tenant_feeds` row, counter at 0): with a new
+/// tenant, and again when a bulk load replaces its schema rows.
+pub(crate) fn insert_feed(c: &mut PgConnection, tenant: Uuid) -> diesel::QueryResult<usize> {
+    let mut s = Sql::new();
+    s.push("INSERT INTO tenant_feeds (tenant_id) VALUES (")
+        .bind(Bind::Uuid(tenant))
+        .push(")");
+    s.query().execute(c)
+}
+
 impl TenantStore for PgBackend {
     fn create_tenant(&self, id: TenantId, name: &str) -> Result<Tenant> {
         self.tx_as(id.0, "system", &mut |c| {
@@ -62,11 +72,7 @@ impl TenantStore for PgBackend {
                 )
                 .into());
             };
-            let mut s = Sql::new();
-            s.push("INSERT INTO tenant_feeds (tenant_id) VALUES (")
-                .bind(Bind::Uuid(id.0))
-                .push(")");
-            s.query().execute(c)?;
+            insert_feed(c, id.0)?;
             Ok(Tenant {
                 id: TenantId(r.id),
                 name: r.name,
