@@ -546,15 +546,19 @@ fn generate(
         }
     }
     let mut edges = Vec::with_capacity(2);
+    let mut all: Vec<(Uuid, Uuid)> = Vec::new();
     for (stream, rt) in [S_OWNS, S_MEMBER, S_USES].into_iter().zip(&rels) {
         let mut enc = RelationEncoder::new(rt);
-        let mut k = 0u64;
+        all.clear();
         for p in 0..plan.projects {
             plan.edges(stream, p, &mut edges);
-            for (s, t) in &edges {
-                enc.push(plan.id(stream, k), *s, *t);
-                k += 1;
-            }
+            all.extend_from_slice(&edges);
+        }
+        // In the order of the unique key (type, source, target), with ids given in that
+        // order: the builds of that index and of the primary key get presorted input.
+        all.sort_unstable();
+        for (k, (s, t)) in all.iter().enumerate() {
+            enc.push(plan.id(stream, k as u64), *s, *t);
             if enc.rows() as usize >= batch && !send(Some(Ok(enc.take()))) {
                 return;
             }
