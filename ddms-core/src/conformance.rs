@@ -3002,7 +3002,7 @@ fn page_through(recs: &Records, q: &Query, limit: usize, what: &str) -> Vec<Reco
     q.limit = Some(limit);
     q.cursor = None;
     let mut out = Vec::new();
-    for _ in 0..10_000 {
+    for n in 0..10_000 {
         let page = must(recs.query(&q), what);
         assert!(
             page.items.len() <= limit,
@@ -3015,8 +3015,27 @@ fn page_through(recs: &Records, q: &Query, limit: usize, what: &str) -> Vec<Reco
                 "{what}: a page with a next cursor must be full"
             );
         }
+        // The same page with the data as JSON text: the same records, and a cursor
+        // that goes on the same way (every other page continues from it).
+        let raw = must(recs.query_raw(&q), &format!("{what} (raw)"));
+        let parsed: Vec<Record> = raw
+            .items
+            .iter()
+            .map(|r| must(r.to_record(), "parse a raw record"))
+            .collect();
+        assert_eq!(parsed, page.items, "{what}: query_raw differs from query");
+        assert_eq!(
+            raw.next_cursor.is_some(),
+            page.next_cursor.is_some(),
+            "{what}: query_raw and query disagree on a next page"
+        );
         out.extend(page.items);
-        match page.next_cursor {
+        let next = if n % 2 == 1 {
+            raw.next_cursor
+        } else {
+            page.next_cursor
+        };
+        match next {
             Some(c) => q.cursor = Some(c),
             None => return out,
         }

@@ -58,7 +58,7 @@ pub use filter::{CheckedFilter, Filter, Op};
 pub use index::{IndexInfo, IndexState};
 pub use name::Name;
 pub use query::{CheckedQuery, CheckedSort, CursorKey, Page, Query, SortKey};
-pub use record::{Data, Record};
+pub use record::{Data, RawRecord, Record};
 pub use relation::{
     Cardinality, Direction, NeighbourQuery, NewRelation, NewRelationType, OnDelete, Relation,
     RelationType, RelationTypeDef,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::eval::{cmp_key, value_of};
 use crate::filter::{check, CheckedFilter, Filter, Scalar, SchemaLookup, SysField, Target};
 use crate::name::{truncate, Name};
-use crate::record::Record;
+use crate::record::{RawRecord, Record};
 
 /// Page size when none is given.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -377,14 +377,7 @@ impl CheckedQuery {
         let more = rows.len() > self.limit;
         rows.truncate(self.limit);
         let next_cursor = match rows.last() {
-            Some(last) if more => {
-                let vals: Vec<Value> = self
-                    .key_of(last)
-                    .iter()
-                    .map(|v| v.as_ref().map(Scalar::to_json).unwrap_or(Value::Null))
-                    .collect();
-                Some(key.encode(&self.fingerprint, &Value::Array(vals)))
-            }
+            Some(last) if more => Some(self.cursor_after(last, key)),
             _ => None,
         };
         if let Some(fields) = &self.fields {
@@ -396,5 +389,35 @@ impl CheckedQuery {
             items: rows,
             next_cursor,
         }
+    }
+
+    /// [`CheckedQuery::into_page`] for records whose data is JSON text (no field
+    /// selection: the caller applies it on parsed records). Only the last record of a
+    /// page that has a next one is parsed, for its cursor.
+    pub fn into_raw_page(
+        &self,
+        mut rows: Vec<RawRecord>,
+        key: &CursorKey,
+    ) -> Result<Page<RawRecord>> {
+        let more = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        let next_cursor = match rows.last() {
+            Some(last) if more => Some(self.cursor_after(&last.to_record()?, key)),
+            _ => None,
+        };
+        Ok(Page {
+            items: rows,
+            next_cursor,
+        })
+    }
+
+    /// The signed cursor of the position after `last`.
+    fn cursor_after(&self, last: &Record, key: &CursorKey) -> String {
+        let vals: Vec<Value> = self
+            .key_of(last)
+            .iter()
+            .map(|v| v.as_ref().map(Scalar::to_json).unwrap_or(Value::Null))
+            .collect();
+        key.encode(&self.fingerprint, &Value::Array(vals))
     }
 }

@@ -19,7 +19,7 @@ use crate::filter::SchemaLookup;
 use crate::index::IndexInfo;
 use crate::name::Name;
 use crate::query::{fingerprint, CheckedQuery, CursorKey, Page, Query, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::record::{validate, validate_patch, Data, Record};
+use crate::record::{validate, validate_patch, Data, RawRecord, Record};
 use crate::relation::{
     Direction, NeighbourQuery, NewRelation, NewRelationType, Relation, RelationType,
     RelationTypeDef,
@@ -99,6 +99,15 @@ pub trait RecordStore: Send + Sync + Debug + 'static {
     ) -> Result<()>;
     /// Runs a checked query: up to `limit + 1` records after the keyset position, in order.
     fn query_records(&self, s: &Scope, q: &CheckedQuery) -> Result<Vec<Record>>;
+    /// [`RecordStore::query_records`] with each record's data as JSON text. A backend that
+    /// reads stored JSON text overrides it to pass that text through unparsed; the default
+    /// serialises the records `query_records` returns.
+    fn query_records_raw(&self, s: &Scope, q: &CheckedQuery) -> Result<Vec<RawRecord>> {
+        self.query_records(s, q)?
+            .into_iter()
+            .map(RawRecord::from_record)
+            .collect()
+    }
 }
 
 /// Relations of one tenant.
@@ -611,6 +620,29 @@ impl Records {
             let checked = me.check_query(q)?;
             let rows = me.backend().query_records(me.scope(), &checked)?;
             Ok(checked.into_page(rows, &me.tenant.store.cursor_key))
+        })
+    }
+
+    /// [`Records::query`] with each record's data as the JSON text the backend read,
+    /// for writing it out without parsing and serialising it again (what `ddms serve`
+    /// answers lists with). Same records, same order, same cursor.
+    pub fn query_raw(&self, q: &Query) -> Result<Page<RawRecord>> {
+        if q.fields.is_some() {
+            // A field selection edits the data: take the parsed path.
+            let page = self.query(q)?;
+            return Ok(Page {
+                items: page
+                    .items
+                    .into_iter()
+                    .map(RawRecord::from_record)
+                    .collect::<Result<_>>()?,
+                next_cursor: page.next_cursor,
+            });
+        }
+        self.with_current_type(|me| {
+            let checked = me.check_query(q)?;
+            let rows = me.backend().query_records_raw(me.scope(), &checked)?;
+            checked.into_raw_page(rows, &me.tenant.store.cursor_key)
         })
     }
 }

@@ -3,15 +3,17 @@
 
 use ddms_core::query::CheckedQuery;
 use ddms_core::{
-    ConflictKind, Data, EntityType, Error, FieldError, Record, RecordStore, Result, Scope,
+    ConflictKind, Data, EntityType, Error, FieldError, RawRecord, Record, RecordStore, Result,
+    Scope,
 };
-use diesel::{PgConnection, RunQueryDsl};
+use diesel::pg::Pg;
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError, TxResult};
 use crate::group_insert::GroupKey;
-use crate::rows::{stored_name, NamedRecordRow, RecordRow, RECORD_COLS};
+use crate::rows::{stored_name, NamedRecordRow, RawRecordRow, RecordRow, RECORD_COLS};
 use crate::sql::{class_table, Bind, Compiler, Sql};
 
 /// Tags a unique violation on a field-value table with its table, for [`PgBackend::name_unique`].
@@ -34,6 +36,44 @@ fn tag_unique(e: diesel::result::Error) -> TxError {
 }
 
 impl PgBackend {
+    /// Runs a checked query, reading the rows as `R` (record columns, see [`RECORD_COLS`]).
+    fn query_rows<R>(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<R>>
+    where
+        R: QueryableByName<Pg> + 'static,
+    {
+        let t = sc.tenant.0;
+        let ty = &q.entity_type;
+        let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
+        // No common snapshot needed: the version check below only tells an empty
+        // result from a changed type, and types only move forward.
+        // Prepared only when its plan cannot depend on the values (`stable_plan`, see
+        // `Compiler::query`); otherwise planned per call.
+        self.once(sc, |c| {
+            let rows: Vec<R> = sql.query().load(c)?;
+            if rows.is_empty() {
+                // The query is guarded by the type's version: no rows may mean the
+                // type changed since the query was checked. Tell the two apart.
+                let mut s = Sql::new();
+                s.push("SELECT count(*) AS n FROM entity_types WHERE tenant_id = ")
+                    .bind(Bind::Uuid(t))
+                    .push(" AND id = ")
+                    .bind(Bind::Uuid(ty.id))
+                    .push(" AND version = ")
+                    .bind(Bind::Int(ty.version));
+                let same: Vec<crate::rows::CountRow> = s.query().load(c)?;
+                if same.first().is_none_or(|r| r.n == 0) {
+                    self.types.forget(t, ty.name.as_str());
+                    return Err(Error::conflict(
+                        ConflictKind::Concurrent,
+                        format!("entity type {} changed; retry", ty.name),
+                    )
+                    .into());
+                }
+            }
+            Ok(rows)
+        })
+    }
+
     /// Names the unique field behind a unique violation tagged by [`tag_unique`]. Under
     /// RLS PostgreSQL omits the key from the error (it would leak values), so the field
     /// is found from the constraint's value class, and when several unique fields share
@@ -356,39 +396,20 @@ impl RecordStore for PgBackend {
     }
 
     fn query_records(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<Record>> {
-        let t = sc.tenant.0;
-        let ty = &q.entity_type;
-        let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
-        // No common snapshot needed: the version check below only tells an empty
-        // result from a changed type, and types only move forward.
-        // Prepared only when its plan cannot depend on the values (`stable_plan`, see
-        // `Compiler::query`); otherwise planned per call.
-        self.once(sc, |c| {
-            let rows: Vec<RecordRow> = sql.query().load(c)?;
-            if rows.is_empty() {
-                // The query is guarded by the type's version: no rows may mean the
-                // type changed since the query was checked. Tell the two apart.
-                let mut s = Sql::new();
-                s.push("SELECT count(*) AS n FROM entity_types WHERE tenant_id = ")
-                    .bind(Bind::Uuid(t))
-                    .push(" AND id = ")
-                    .bind(Bind::Uuid(ty.id))
-                    .push(" AND version = ")
-                    .bind(Bind::Int(ty.version));
-                let same: Vec<crate::rows::CountRow> = s.query().load(c)?;
-                if same.first().is_none_or(|r| r.n == 0) {
-                    self.types.forget(t, ty.name.as_str());
-                    return Err(Error::conflict(
-                        ConflictKind::Concurrent,
-                        format!("entity type {} changed; retry", ty.name),
-                    )
-                    .into());
-                }
-            }
-            Ok(rows
-                .into_iter()
-                .map(|r| r.into_record(ty.name.clone()))
-                .collect())
-        })
+        let rows: Vec<RecordRow> = self.query_rows(sc, q)?;
+        let name = &q.entity_type.name;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_record(name.clone()))
+            .collect())
+    }
+
+    fn query_records_raw(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<RawRecord>> {
+        let rows: Vec<RawRecordRow> = self.query_rows(sc, q)?;
+        let name = &q.entity_type.name;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_raw_record(name.clone()))
+            .collect())
     }
 }

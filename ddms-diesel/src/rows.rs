@@ -1,9 +1,12 @@
 //! Row shapes read back from PostgreSQL.
 
 use chrono::{DateTime, Utc};
-use ddms_core::{Error, Name, Record};
+use ddms_core::{Error, Name, RawRecord, Record};
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::QueryableByName;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 #[derive(QueryableByName, Debug)]
@@ -33,6 +36,81 @@ impl RecordRow {
                 serde_json::Value::Object(m) => m,
                 _ => Default::default(),
             },
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            created_by: self.created_by,
+            updated_by: self.updated_by,
+        }
+    }
+}
+
+/// A `jsonb` value as the JSON text PostgreSQL sends it (binary format: a version byte,
+/// then the text), without the spaces `jsonb` output puts after `:` and `,`: checked to
+/// be JSON, not parsed into values.
+#[derive(Debug)]
+pub(crate) struct JsonText(pub Box<RawValue>);
+
+impl FromSql<Jsonb, Pg> for JsonText {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        match value.as_bytes().split_first() {
+            Some((1, text)) => Ok(JsonText(RawValue::from_string(compact_json(
+                std::str::from_utf8(text)?,
+            ))?)),
+            _ => Err("unsupported jsonb encoding version".into()),
+        }
+    }
+}
+
+/// `text` without whitespace outside strings (the caller validates the result as JSON).
+fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_str, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`RecordRow`] with the data as JSON text, for [`RawRecord`]s.
+#[derive(QueryableByName, Debug)]
+pub(crate) struct RawRecordRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Jsonb)]
+    pub data: JsonText,
+    #[diesel(sql_type = BigInt)]
+    pub version: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub updated_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub created_by: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub updated_by: Option<String>,
+}
+
+impl RawRecordRow {
+    pub fn into_raw_record(self, entity_type: Name) -> RawRecord {
+        RawRecord {
+            id: self.id,
+            entity_type,
+            data: self.data.0,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -83,4 +161,23 @@ pub(crate) struct TextRow {
 /// Parses a stored name (always valid: it was checked when written).
 pub(crate) fn stored_name(s: &str) -> Result<Name, Error> {
     Name::parse(s).map_err(|m| Error::Internal(format!("stored name `{s}` is invalid: {m}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_json;
+
+    #[test]
+    fn compacting_keeps_strings_and_drops_separating_spaces() {
+        let text = r#"{"a": [1, 2.5, {"b c": "x, y: \"z\" \\"}], "d": null, "e": true}"#;
+        let compact = compact_json(text);
+        assert_eq!(
+            compact,
+            r#"{"a":[1,2.5,{"b c":"x, y: \"z\" \\"}],"d":null,"e":true}"#
+        );
+        let a: serde_json::Value = serde_json::from_str(text).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&compact).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(compact_json(r#"{"ü": "ä ö"}"#), r#"{"ü":"ä ö"}"#);
+    }
 }

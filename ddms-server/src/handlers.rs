@@ -215,7 +215,7 @@ fn list_query(ctx: &Ctx) -> Result<Query, ApiError> {
 async fn list_records(ctx: Ctx) -> HandlerResult {
     let q = list_query(&ctx)?;
     let (t, name) = (ctx.tenant()?, ctx.param("name").to_string());
-    ok(&blocking(move || t.records(&name)?.query(&q)).await?)
+    ok(&blocking(move || t.records(&name)?.query_raw(&q)).await?)
 }
 
 /// `POST .../records` body: one record or a batch.
@@ -264,7 +264,7 @@ async fn query_records(ctx: Ctx) -> HandlerResult {
     }
     let q: Query = from_value(v)?;
     let (t, name) = (ctx.tenant()?, ctx.param("name").to_string());
-    ok(&blocking(move || t.records(&name)?.query(&q)).await?)
+    ok(&blocking(move || t.records(&name)?.query_raw(&q)).await?)
 }
 
 async fn get_record(ctx: Ctx) -> HandlerResult {
