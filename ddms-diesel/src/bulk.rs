@@ -1185,6 +1185,7 @@ impl BulkLoad {
         let src_ids = loaded.get(&source).map(|e| &e.0).unwrap_or(&empty);
         let tgt_ids = loaded.get(&target).map(|e| &e.0).unwrap_or(&empty);
         let mut unknown: Vec<(Uuid, Uuid)> = Vec::new(); // (entity type, record)
+        let (mut srcs, mut tgts) = (Vec::new(), Vec::new());
         let what = rt.name.to_string();
         let n = self.copy_phase(
             &format!("copy {what}"),
@@ -1193,13 +1194,11 @@ impl BulkLoad {
             chunks,
             |c| {
                 for pair in c.ids.chunks_exact(2) {
-                    if src_ids.binary_search(&pair[0]).is_err() {
-                        unknown.push((source, pair[0]));
-                    }
-                    if tgt_ids.binary_search(&pair[1]).is_err() {
-                        unknown.push((target, pair[1]));
-                    }
+                    srcs.push(pair[0]);
+                    tgts.push(pair[1]);
                 }
+                not_loaded(&mut srcs, src_ids, source, &mut unknown);
+                not_loaded(&mut tgts, tgt_ids, target, &mut unknown);
             },
             CopyTable::Relations,
         );
@@ -1408,6 +1407,26 @@ impl BulkLoad {
         };
         tracing::info!(records = report.records, relations = report.relations, elapsed = ?report.elapsed, "bulk load committed");
         Ok(report)
+    }
+}
+
+/// Moves the ids of `batch` that `loaded` (sorted) lacks into `unknown` as `(ty, id)`,
+/// and empties `batch`. The batch is sorted first and each id searched from where the
+/// previous one was found (galloping), so a chunk's ends are found in a few nearby
+/// probes each instead of a binary search over the whole load (a cache miss per step).
+fn not_loaded(batch: &mut Vec<Uuid>, loaded: &[Uuid], ty: Uuid, unknown: &mut Vec<(Uuid, Uuid)>) {
+    batch.sort_unstable();
+    let mut at = 0;
+    for id in batch.drain(..) {
+        let rest = &loaded[at..];
+        let mut end = 1;
+        while end < rest.len() && rest[end - 1] < id {
+            end *= 2;
+        }
+        at += rest[..end.min(rest.len())].partition_point(|x| *x < id);
+        if loaded.get(at) != Some(&id) {
+            unknown.push((ty, id));
+        }
     }
 }
 
@@ -2505,5 +2524,52 @@ fn build_worker(url: &str, settings: &str, state: &BuilderState) {
             return fail(rebuild_error(&name, e));
         }
         tracing::debug!(%name, elapsed = ?t.elapsed(), "built");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_loaded;
+    use uuid::Uuid;
+
+    #[test]
+    fn relation_ends_not_loaded_are_found_as_by_binary_search() {
+        let mut x: u128 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut loaded: Vec<Uuid> = (0..5000)
+            .map(|_| Uuid::from_u128(next() % 20_000))
+            .collect();
+        loaded.sort_unstable();
+        loaded.dedup();
+        let ty = Uuid::from_u128(7);
+        for size in [0, 1, 2, 17, 1000, 6000] {
+            let batch: Vec<Uuid> = (0..size)
+                .map(|_| Uuid::from_u128(next() % 21_000))
+                .collect();
+            let mut want: Vec<(Uuid, Uuid)> = batch
+                .iter()
+                .filter(|id| loaded.binary_search(id).is_err())
+                .map(|id| (ty, *id))
+                .collect();
+            let mut b = batch.clone();
+            let mut got = Vec::new();
+            not_loaded(&mut b, &loaded, ty, &mut got);
+            assert!(b.is_empty());
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "batch of {size}");
+        }
+        let mut all = loaded.clone();
+        let mut got = Vec::new();
+        not_loaded(&mut all, &loaded, ty, &mut got);
+        assert!(got.is_empty());
+        let mut none = vec![Uuid::from_u128(u128::MAX)];
+        not_loaded(&mut none, &[], ty, &mut got);
+        assert_eq!(got, [(ty, Uuid::from_u128(u128::MAX))]);
     }
 }
