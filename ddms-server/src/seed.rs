@@ -435,8 +435,7 @@ impl Plan {
         let signup = SIGNUP_EPOCH + r.below(6 * 365 * 86_400) as i64;
         let signup = chrono::DateTime::from_timestamp(signup, 0)
             .unwrap_or_default()
-            .format("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         json!({
             "name": format!("{first} {last}"),
             "email": format!("{}.{}.{i}@example.com", first.to_lowercase(), last.to_lowercase()),
@@ -455,7 +454,6 @@ impl Plan {
             .unwrap_or_default()
             .checked_add_days(chrono::Days::new(r.below(1000)))
             .unwrap_or_default()
-            .format("%Y-%m-%d")
             .to_string();
         let ntags = r.below(4) as usize;
         let mut tags: Vec<&str> = Vec::with_capacity(ntags);
@@ -914,6 +912,15 @@ mod tests {
             ..plan.clone()
         };
         assert_ne!(plan.user(3), other.user(3));
+        // Dates and times in the formats the seed has always written.
+        for i in 0..40 {
+            let signup = plan.user(i)["signup"].as_str().unwrap().to_string();
+            let t = chrono::DateTime::parse_from_rfc3339(&signup).unwrap();
+            assert_eq!(signup, t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            let due = plan.project(i)["due"].as_str().unwrap().to_string();
+            let d = chrono::NaiveDate::parse_from_str(&due, "%Y-%m-%d").unwrap();
+            assert_eq!(due, d.format("%Y-%m-%d").to_string());
+        }
         let mut edges = Vec::new();
         for p in 0..40 {
             plan.edges(S_USES, p, &mut edges);
