@@ -353,11 +353,23 @@ fn cmp_sql(op: CmpOp) -> &'static str {
 /// The number of predicates (`related` included) in `f`.
 fn predicates(f: &CheckedFilter) -> usize {
     match f {
-        CheckedFilter::And(v) | CheckedFilter::Or(v) => v.iter().map(predicates).sum(),
+        CheckedFilter::And(v) | CheckedFilter::Or(v) => v.iter().map(predicates_in).sum(),
         CheckedFilter::Not(g) => predicates(g),
         CheckedFilter::Related {
             filter: Some(g), ..
         } => 1 + predicates(g),
+        _ => 1,
+    }
+}
+
+/// [`predicates`] of an item of a list: a plain predicate without a call.
+#[inline]
+fn predicates_in(f: &CheckedFilter) -> usize {
+    match f {
+        CheckedFilter::And(_)
+        | CheckedFilter::Or(_)
+        | CheckedFilter::Not(_)
+        | CheckedFilter::Related { .. } => predicates(f),
         _ => 1,
     }
 }
@@ -372,21 +384,29 @@ fn name_bind(target: &Target) -> Bind {
 
 /// Appends `$n` (digits written directly: `write!` costs more than the rest of a
 /// predicate's text).
+#[inline]
 fn placeholder(out: &mut String, n: usize) {
     out.push('$');
     number(out, n);
 }
 
 /// Appends the decimal digits of `n`.
-fn number(out: &mut String, mut n: usize) {
+#[inline]
+fn number(out: &mut String, n: usize) {
     // Placeholders and aliases are nearly always one or two digits.
-    if n < 100 {
-        if n >= 10 {
-            out.push(char::from(b'0' + (n / 10) as u8));
-        }
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+    } else if n < 100 {
+        out.push(char::from(b'0' + (n / 10) as u8));
         out.push(char::from(b'0' + (n % 10) as u8));
-        return;
+    } else {
+        long_number(out, n);
     }
+}
+
+/// [`number`] from 100 on.
+#[cold]
+fn long_number(out: &mut String, mut n: usize) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -638,11 +658,12 @@ impl<'a> Compiler<'a> {
     /// Compiles a filter over records aliased `alias` of entity type `type_id`. `top`
     /// is true while only `and`s separate the node from the root.
     pub fn filter(&mut self, f: &CheckedFilter, alias: &str, type_id: Uuid, top: bool) -> String {
-        // About 100 bytes and 2 binds per predicate: one allocation each, not a series
+        // About 100 bytes and 2-3 binds per predicate: one allocation each, not a series
         // of doublings.
         let n = predicates(f);
         let mut out = String::with_capacity(32 + 112 * n);
-        self.sql.binds.reserve(2 * n);
+        // Up to three binds per predicate (a prefix range on an index has three).
+        self.sql.binds.reserve(3 * n);
         self.filter_into(&mut out, f, alias, type_id, top);
         out
     }
