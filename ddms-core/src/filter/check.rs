@@ -162,11 +162,11 @@ impl Target {
     }
 }
 
-/// Most bytes of a [`Text`] held inline (so that a `Text` is 16 bytes, like the
-/// `Arc<str>` a longer one holds).
-const INLINE_TEXT: usize = 14;
+/// Most bytes of a [`Text`] held inline (so that the inline form is 16 bytes, like
+/// the `Arc<str>` a longer one holds).
+const INLINE_TEXT: usize = 15;
 
-/// A text operand or key held by a checked filter: up to 14 bytes inline, longer texts
+/// A text operand or key held by a checked filter: up to 15 bytes inline, longer texts
 /// shared. Checking copies short operands instead of allocating them, and the SQL
 /// compiler binds them without a copy of the bytes.
 #[derive(Clone)]
@@ -174,8 +174,18 @@ pub struct Text(TextRepr);
 
 #[derive(Clone)]
 enum TextRepr {
-    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    Inline(Inline),
     Shared(Arc<str>),
+}
+
+/// The bytes of a short text, 8-aligned like the `Arc<str>` of the other form: a text
+/// is then always moved in whole aligned words (with the bytes at an odd offset, the
+/// copies of an operand overlapped and stalled store forwarding).
+#[derive(Clone, Copy)]
+#[repr(align(8))]
+struct Inline {
+    bytes: [u8; INLINE_TEXT],
+    len: u8,
 }
 
 impl Text {
@@ -184,10 +194,10 @@ impl Text {
         if s.len() <= INLINE_TEXT {
             let mut bytes = [0; INLINE_TEXT];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Text(TextRepr::Inline {
-                len: s.len() as u8,
+            Text(TextRepr::Inline(Inline {
                 bytes,
-            })
+                len: s.len() as u8,
+            }))
         } else {
             Text(TextRepr::Shared(Arc::from(s)))
         }
@@ -196,7 +206,7 @@ impl Text {
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         match &self.0 {
-            TextRepr::Inline { len, .. } => usize::from(*len),
+            TextRepr::Inline(t) => usize::from(t.len),
             TextRepr::Shared(s) => s.len(),
         }
     }
@@ -210,8 +220,8 @@ impl Text {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Always valid: the bytes were copied from a `str`.
-            TextRepr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            TextRepr::Inline(t) => {
+                std::str::from_utf8(&t.bytes[..usize::from(t.len)]).unwrap_or_default()
             }
             TextRepr::Shared(s) => s,
         }
@@ -903,6 +913,7 @@ mod tests {
             "a",
             "fourteen bytes",
             "fifteen bytes!!",
+            "sixteen bytes!!!",
             "ü€😀ü€😀",
             "😀😀😀😀",
         ] {
