@@ -114,6 +114,7 @@ impl Bind {
         }
     }
 
+    #[inline(always)]
     fn scalar(s: &Scalar) -> Bind {
         match s {
             Scalar::Text(v) => Bind::Str(v.clone()),
@@ -483,12 +484,14 @@ impl<'a> Compiler<'a> {
     }
 
     /// Adds a bind; returns its number.
+    #[inline(always)]
     fn bind_n(&mut self, b: Bind) -> usize {
         self.sql.binds.push(b);
         self.sql.binds.len()
     }
 
     /// Adds a bind and appends its placeholder to `out`.
+    #[inline(always)]
     fn param_into(&mut self, out: &mut String, b: Bind) {
         let n = self.bind_n(b);
         placeholder(out, n);
@@ -502,6 +505,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// How to reach `target`: a column, an index, or (binding the field name) `data`.
+    #[inline(always)]
     fn access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Access {
         match target {
             Target::System(s) => Access::Column(*s),
@@ -517,6 +521,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// A column or `data` extraction, never an index.
+    #[inline(always)]
     fn plain_access(&mut self, target: &Target) -> Access {
         match target {
             Target::System(s) => Access::Column(*s),
@@ -531,6 +536,7 @@ impl<'a> Compiler<'a> {
     /// The index route to a user field, if it has one (no bind is added otherwise).
     /// Only fields declared `indexed` or `unique` can have a ready index (the state is
     /// reset when the declaration goes), so the others skip the lookup.
+    #[inline(always)]
     fn indexed_access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Option<Access> {
         let Target::Field {
             name,

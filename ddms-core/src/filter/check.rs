@@ -143,6 +143,7 @@ impl Target {
     }
 
     /// [`Target::resolve`], with the field's enum values when it is an enum.
+    #[inline(always)]
     fn resolve_field<'t>(ty: &'t EntityType, name: &str) -> Option<(Target, &'t [String])> {
         if let Some(s) = SysField::parse(name) {
             return Some((Target::System(s), &[]));
@@ -649,7 +650,7 @@ fn expected(class: ValueClass) -> &'static str {
 }
 
 /// `v` as `class` for `target`; `enum_values` are the target's values if it is an enum.
-#[inline]
+#[inline(always)]
 fn operand(
     target: &Target,
     enum_values: &[String],
@@ -774,7 +775,7 @@ fn predicate_with<R>(
                 ..
             }
         );
-    Ok(done(match op {
+    Ok(match op {
         Op::IsNull | Op::Exists => {
             let Value::Bool(b) = value else {
                 return Err(Error::filter(
@@ -785,20 +786,20 @@ fn predicate_with<R>(
             if matches!(target, Target::System(_)) {
                 return Err(not_for());
             }
-            CheckedFilter::IsNull {
+            done(CheckedFilter::IsNull {
                 target,
                 is_null: if op == Op::IsNull { *b } else { !*b },
-            }
+            })
         }
         Op::Eq | Op::Ne if is_json => {
             if crate::field::json_has_nul(value) {
                 return Err(Error::filter(vpath, "text must not contain NUL"));
             }
-            CheckedFilter::JsonEq {
+            done(CheckedFilter::JsonEq {
                 target,
                 negated: op == Op::Ne,
                 value: value.clone(),
-            }
+            })
         }
         Op::Eq | Op::Ne | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
             let Some(class) = class else {
@@ -826,7 +827,7 @@ fn predicate_with<R>(
                 Op::Gt => CmpOp::Gt,
                 _ => CmpOp::Gte,
             };
-            CheckedFilter::Compare { target, op, value }
+            done(CheckedFilter::Compare { target, op, value })
         }
         Op::In | Op::NotIn => {
             let Some(class) = class else {
@@ -854,11 +855,11 @@ fn predicate_with<R>(
             for (i, v) in items.iter().enumerate() {
                 values.push(operand(&target, enum_values, class, v, vpath.index(i))?);
             }
-            CheckedFilter::In {
+            done(CheckedFilter::In {
                 target,
                 negated: op == Op::NotIn,
                 values,
-            }
+            })
         }
         Op::Contains if list_item.is_some() => {
             let item = list_item.unwrap_or(ValueClass::Text);
@@ -872,7 +873,7 @@ fn predicate_with<R>(
                     ),
                 )
             })?;
-            CheckedFilter::ListContains { target, value }
+            done(CheckedFilter::ListContains { target, value })
         }
         Op::Contains | Op::StartsWith | Op::EndsWith => {
             if !textual {
@@ -889,7 +890,7 @@ fn predicate_with<R>(
                     format!("`{}` needs a non-empty string", op.as_str()),
                 ));
             }
-            CheckedFilter::Text {
+            done(CheckedFilter::Text {
                 target,
                 op: match op {
                     Op::Contains => TextOp::Contains,
@@ -897,9 +898,9 @@ fn predicate_with<R>(
                     _ => TextOp::EndsWith,
                 },
                 value,
-            }
+            })
         }
-    }))
+    })
 }
 
 #[cfg(test)]
