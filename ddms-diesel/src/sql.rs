@@ -240,6 +240,30 @@ pub fn class_tag(c: ValueClass) -> &'static str {
     }
 }
 
+/// `(SELECT x.record_id FROM <fv> x WHERE x.tenant_id = $1 AND x.field_id = `: the
+/// opening of a subquery on the field-value table of class `c` (see [`class_table`]),
+/// written in one piece. `$1` is [`TENANT`].
+fn fv_select(c: ValueClass) -> &'static str {
+    macro_rules! select {
+        ($table:literal) => {
+            concat!(
+                "(SELECT x.record_id FROM ",
+                $table,
+                " x WHERE x.tenant_id = $1 AND x.field_id = "
+            )
+        };
+    }
+    match c {
+        ValueClass::Text => select!("fv_text"),
+        ValueClass::Integer => select!("fv_int"),
+        ValueClass::Number => select!("fv_float"),
+        ValueClass::Boolean => select!("fv_bool"),
+        ValueClass::Date => select!("fv_date"),
+        ValueClass::Datetime => select!("fv_ts"),
+        ValueClass::Uuid => select!("fv_uuid"),
+    }
+}
+
 /// `((alias.data->>$key) COLLATE "C")` or `((alias.data->>$key)::type)`.
 fn render_json(out: &mut String, alias: &str, key: usize, class: ValueClass) {
     out.push_str("((");
@@ -279,8 +303,9 @@ enum Access {
     /// The joined field-value table column `sN.v` of sort join `N`, for sorted indexed
     /// fields.
     Joined(usize),
-    /// Through the field-value index table, as a semi-join.
-    Index { table: &'static str, field_id: Uuid },
+    /// Through the field-value index table, as a semi-join (`from`: [`fv_select`] of
+    /// its class).
+    Index { from: &'static str, field_id: Uuid },
     /// Typed extraction from `data`; the field name is bind `$key` (nullable).
     Json { key: usize, class: ValueClass },
 }
@@ -562,7 +587,7 @@ impl<'a> Compiler<'a> {
         let field_id = self.ready_index(type_id, name)?;
         self.index_subqueries += 1;
         Some(Access::Index {
-            table: class_table(class).0,
+            from: fv_select(class),
             field_id,
         })
     }
@@ -571,7 +596,7 @@ impl<'a> Compiler<'a> {
     fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<Uuid> {
         for slot in &mut self.ready {
             match slot {
-                Some((t, f, id)) if *t == type_id && f.as_str() == name.as_str() => return *id,
+                Some((t, f, id)) if *t == type_id && f == name => return *id,
                 Some(_) => {}
                 None => {
                     let id = self.indexes.ready_index(type_id, name.as_str());
@@ -604,34 +629,30 @@ impl<'a> Compiler<'a> {
         &mut self,
         out: &mut String,
         alias: &str,
-        table: &str,
+        from: &'static str,
         field_id: Uuid,
         cond: impl FnOnce(&mut Self, &mut String),
     ) {
-        self.fv_lookup(out, alias, " IN ", table, field_id);
+        self.fv_lookup(out, alias, ".id IN ", from, field_id);
         cond(self, out);
         out.push(')');
     }
 
-    /// `alias.id <test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND `: the
-    /// opening shared by [`Compiler::via_index`] and [`Compiler::via_unique`].
+    /// `alias<test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND ` (`test`
+    /// is `.id IN ` or `.id = `, `from` a [`fv_select`]): the opening shared by
+    /// [`Compiler::via_index`] and [`Compiler::via_unique`].
     fn fv_lookup(
         &mut self,
         out: &mut String,
         alias: &str,
         test: &str,
-        table: &str,
+        from: &'static str,
         field_id: Uuid,
     ) {
         let f = self.bind_n(Bind::Uuid(field_id));
         out.push_str(alias);
-        out.push_str(".id");
         out.push_str(test);
-        out.push_str("(SELECT x.record_id FROM ");
-        out.push_str(table);
-        out.push_str(" x WHERE x.tenant_id = ");
-        out.push_str(TENANT);
-        out.push_str(" AND x.field_id = ");
+        out.push_str(from);
         placeholder(out, f);
         out.push_str(" AND ");
     }
@@ -654,8 +675,15 @@ impl<'a> Compiler<'a> {
     /// subquery, not a semi-join: its plan is the same whatever the value, which lets
     /// PostgreSQL keep the query's generic plan (see [`Compiler::query`]). The query's
     /// type-version guard makes sure the field was still unique.
-    fn via_unique(&mut self, out: &mut String, alias: &str, table: &str, field_id: Uuid, v: Bind) {
-        self.fv_lookup(out, alias, " = ", table, field_id);
+    fn via_unique(
+        &mut self,
+        out: &mut String,
+        alias: &str,
+        from: &'static str,
+        field_id: Uuid,
+        v: Bind,
+    ) {
+        self.fv_lookup(out, alias, ".id = ", from, field_id);
         out.push_str("x.uniq AND x.v = ");
         self.param_into(out, v);
         out.push_str(" LIMIT 1)");
@@ -716,12 +744,12 @@ impl<'a> Compiler<'a> {
                 let is_eq = *op == CmpOp::Eq;
                 let op = cmp_sql(*op);
                 match route {
-                    Access::Index { table, field_id } if top && is_eq && self.unique(target) => {
+                    Access::Index { from, field_id } if top && is_eq && self.unique(target) => {
                         self.unique_lookups += 1;
-                        self.via_unique(out, alias, table, field_id, Bind::scalar(value));
+                        self.via_unique(out, alias, from, field_id, Bind::scalar(value));
                     }
-                    Access::Index { table, field_id } => {
-                        self.via_index(out, alias, table, field_id, |me, out| {
+                    Access::Index { from, field_id } => {
+                        self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v ");
                             out.push_str(op);
                             out.push(' ');
@@ -769,8 +797,8 @@ impl<'a> Compiler<'a> {
                     self.access(type_id, target, top)
                 };
                 match route {
-                    Access::Index { table, field_id } => {
-                        self.via_index(out, alias, table, field_id, |me, out| {
+                    Access::Index { from, field_id } => {
+                        self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v");
                             out.push_str(test);
                             me.param_into(out, arr);
@@ -818,8 +846,8 @@ impl<'a> Compiler<'a> {
                         self.param_into(out, upper);
                         out.push(')');
                     }
-                    (Some(Access::Index { table, field_id }), Some(upper)) => {
-                        self.via_index(out, alias, table, field_id, |me, out| {
+                    (Some(Access::Index { from, field_id }), Some(upper)) => {
+                        self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v >= ");
                             me.param_into(out, Bind::Str(value.clone()));
                             out.push_str(" AND x.v < ");
@@ -1134,6 +1162,32 @@ impl<'a> Compiler<'a> {
             "FALSE".into()
         } else {
             format!("({})", ors.join(" OR "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_value_subqueries_open_on_their_class_table() {
+        for c in [
+            ValueClass::Text,
+            ValueClass::Integer,
+            ValueClass::Number,
+            ValueClass::Boolean,
+            ValueClass::Date,
+            ValueClass::Datetime,
+            ValueClass::Uuid,
+        ] {
+            assert_eq!(
+                fv_select(c),
+                format!(
+                    "(SELECT x.record_id FROM {} x WHERE x.tenant_id = {TENANT} AND x.field_id = ",
+                    class_table(c).0
+                )
+            );
         }
     }
 }
