@@ -305,7 +305,10 @@ enum Access {
     Joined(usize),
     /// Through the field-value index table, as a semi-join (`from`: [`fv_select`] of
     /// its class).
-    Index { from: &'static str, field_id: Uuid },
+    Index {
+        from: &'static str,
+        field_id: FieldId,
+    },
     /// Typed extraction from `data`; the field name is bind `$key` (nullable).
     Json { key: usize, class: ValueClass },
 }
@@ -325,7 +328,7 @@ pub struct Compiler<'a> {
     /// a field more than once (a range is two predicates), and a lookup hashes the
     /// type id and the name (behind a lock, in the backend).
     /// The first few are kept, in place (no allocation for a small filter).
-    ready: [Option<(Uuid, Name, Option<Uuid>)>; READY_MEMO],
+    ready: [Option<(Uuid, Name, Option<FieldId>)>; READY_MEMO],
     /// Index subqueries emitted so far (bounded: each top-level one becomes a semi-join,
     /// and hundreds of joins would take the planner longer than any scan).
     index_subqueries: usize,
@@ -345,6 +348,11 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
         _ => false,
     }
 }
+
+/// A field id as the compiler carries it between the index lookup and its bind: a
+/// `Uuid` is 16 bytes of alignment 1, so an `Option<Uuid>` or an [`Access`] held it at
+/// an odd offset, written and read back in unaligned pieces (store-forwarding stalls).
+type FieldId = u128;
 
 /// How many answers of [`IndexLookup::ready_index`] a compiler keeps.
 const READY_MEMO: usize = 8;
@@ -593,19 +601,24 @@ impl<'a> Compiler<'a> {
     }
 
     /// [`IndexLookup::ready_index`], asked once per field and compilation.
-    fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<Uuid> {
+    fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<FieldId> {
         for slot in &mut self.ready {
             match slot {
                 Some((t, f, id)) if *t == type_id && f == name => return *id,
                 Some(_) => {}
                 None => {
-                    let id = self.indexes.ready_index(type_id, name.as_str());
+                    let id = self
+                        .indexes
+                        .ready_index(type_id, name.as_str())
+                        .map(|id| id.as_u128());
                     *slot = Some((type_id, name.clone(), id));
                     return id;
                 }
             }
         }
-        self.indexes.ready_index(type_id, name.as_str())
+        self.indexes
+            .ready_index(type_id, name.as_str())
+            .map(|id| id.as_u128())
     }
 
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
@@ -630,7 +643,7 @@ impl<'a> Compiler<'a> {
         out: &mut String,
         alias: &str,
         from: &'static str,
-        field_id: Uuid,
+        field_id: FieldId,
         cond: impl FnOnce(&mut Self, &mut String),
     ) {
         self.fv_lookup(out, alias, ".id IN ", from, field_id);
@@ -647,9 +660,9 @@ impl<'a> Compiler<'a> {
         alias: &str,
         test: &str,
         from: &'static str,
-        field_id: Uuid,
+        field_id: FieldId,
     ) {
-        let f = self.bind_n(Bind::Uuid(field_id));
+        let f = self.bind_n(Bind::Uuid(Uuid::from_u128(field_id)));
         out.push_str(alias);
         out.push_str(test);
         out.push_str(from);
@@ -680,7 +693,7 @@ impl<'a> Compiler<'a> {
         out: &mut String,
         alias: &str,
         from: &'static str,
-        field_id: Uuid,
+        field_id: FieldId,
         v: Bind,
     ) {
         self.fv_lookup(out, alias, ".id = ", from, field_id);
@@ -1049,7 +1062,7 @@ impl<'a> Compiler<'a> {
                     match self.ready_index(type_id, name) {
                         Some(field_id) => {
                             let a = format!("s{}", self.joins.len());
-                            let f = self.sql.param(Bind::Uuid(field_id));
+                            let f = self.sql.param(Bind::Uuid(Uuid::from_u128(field_id)));
                             let _ = write!(
                                 joins_sql,
                                 " JOIN {} {a} ON {a}.tenant_id = r.tenant_id AND {a}.field_id = {f} AND {a}.record_id = r.id",
