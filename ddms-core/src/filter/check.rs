@@ -193,8 +193,16 @@ impl Text {
     /// `s` as a `Text`.
     pub fn new(s: &str) -> Text {
         if s.len() <= INLINE_TEXT {
+            // Gathered in a register and stored once: copied into a stack array with
+            // a memcpy of variable length, the bytes were read back whole right after
+            // (a store-forwarding stall per operand).
+            let mut v: u128 = 0;
+            for (i, &c) in s.as_bytes().iter().enumerate() {
+                v |= u128::from(c) << (8 * i);
+            }
+            let w = v.to_le_bytes();
             let mut bytes = [0; INLINE_TEXT];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            bytes.copy_from_slice(&w[..INLINE_TEXT]);
             Text(TextRepr::Inline(Inline {
                 bytes,
                 len: s.len() as u8,
