@@ -17,8 +17,24 @@ pub const RESERVED_FIELD_NAMES: [&str; 3] = ["id", "created_at", "updated_at"];
 /// A validated slug: lower-case ASCII letter first, then letters, digits or `_`,
 /// at most 63 characters. Shared, so that clones (checked filters and queries carry
 /// their field names) do not allocate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct Name(Arc<str>);
+
+impl std::hash::Hash for Name {
+    /// The text's hash (as `str`, so that a `HashMap<Name, _>` can be read by `&str`).
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h)
+    }
+}
+
+impl PartialEq for Name {
+    /// Equal texts; clones of one name (a checked filter's and its entity type's) are
+    /// recognised without comparing the bytes.
+    #[inline]
+    fn eq(&self, other: &Name) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl Serialize for Name {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -133,5 +149,18 @@ mod tests {
         assert!(Name::parse_field("id").is_err());
         assert!(Name::parse_field("created_at").is_err());
         assert!(Name::parse_field("title").is_ok());
+    }
+
+    #[test]
+    fn equality_and_hash_follow_the_text() {
+        use std::collections::HashSet;
+        let a = Name::parse("title").unwrap();
+        let b = Name::parse("title").unwrap();
+        assert_eq!(a, a.clone());
+        assert_eq!(a, b);
+        assert_ne!(a, Name::parse("titles").unwrap());
+        let set: HashSet<Name> = [a].into_iter().collect();
+        assert!(set.contains(&b));
+        assert!(set.contains("title"));
     }
 }

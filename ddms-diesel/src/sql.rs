@@ -114,6 +114,7 @@ impl Bind {
         }
     }
 
+    #[inline(always)]
     fn scalar(s: &Scalar) -> Bind {
         match s {
             Scalar::Text(v) => Bind::Str(v.clone()),
@@ -239,6 +240,30 @@ pub fn class_tag(c: ValueClass) -> &'static str {
     }
 }
 
+/// `(SELECT x.record_id FROM <fv> x WHERE x.tenant_id = $1 AND x.field_id = `: the
+/// opening of a subquery on the field-value table of class `c` (see [`class_table`]),
+/// written in one piece. `$1` is [`TENANT`].
+fn fv_select(c: ValueClass) -> &'static str {
+    macro_rules! select {
+        ($table:literal) => {
+            concat!(
+                "(SELECT x.record_id FROM ",
+                $table,
+                " x WHERE x.tenant_id = $1 AND x.field_id = "
+            )
+        };
+    }
+    match c {
+        ValueClass::Text => select!("fv_text"),
+        ValueClass::Integer => select!("fv_int"),
+        ValueClass::Number => select!("fv_float"),
+        ValueClass::Boolean => select!("fv_bool"),
+        ValueClass::Date => select!("fv_date"),
+        ValueClass::Datetime => select!("fv_ts"),
+        ValueClass::Uuid => select!("fv_uuid"),
+    }
+}
+
 /// `((alias.data->>$key) COLLATE "C")` or `((alias.data->>$key)::type)`.
 fn render_json(out: &mut String, alias: &str, key: usize, class: ValueClass) {
     out.push_str("((");
@@ -278,8 +303,12 @@ enum Access {
     /// The joined field-value table column `sN.v` of sort join `N`, for sorted indexed
     /// fields.
     Joined(usize),
-    /// Through the field-value index table, as a semi-join.
-    Index { table: &'static str, field_id: Uuid },
+    /// Through the field-value index table, as a semi-join (`from`: [`fv_select`] of
+    /// its class).
+    Index {
+        from: &'static str,
+        field_id: FieldId,
+    },
     /// Typed extraction from `data`; the field name is bind `$key` (nullable).
     Json { key: usize, class: ValueClass },
 }
@@ -299,7 +328,7 @@ pub struct Compiler<'a> {
     /// a field more than once (a range is two predicates), and a lookup hashes the
     /// type id and the name (behind a lock, in the backend).
     /// The first few are kept, in place (no allocation for a small filter).
-    ready: [Option<(Uuid, Name, Option<Uuid>)>; READY_MEMO],
+    ready: [Option<(Uuid, Name, Option<FieldId>)>; READY_MEMO],
     /// Index subqueries emitted so far (bounded: each top-level one becomes a semi-join,
     /// and hundreds of joins would take the planner longer than any scan).
     index_subqueries: usize,
@@ -319,6 +348,11 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
         _ => false,
     }
 }
+
+/// A field id as the compiler carries it between the index lookup and its bind: a
+/// `Uuid` is 16 bytes of alignment 1, so an `Option<Uuid>` or an [`Access`] held it at
+/// an odd offset, written and read back in unaligned pieces (store-forwarding stalls).
+type FieldId = u128;
 
 /// How many answers of [`IndexLookup::ready_index`] a compiler keeps.
 const READY_MEMO: usize = 8;
@@ -353,11 +387,23 @@ fn cmp_sql(op: CmpOp) -> &'static str {
 /// The number of predicates (`related` included) in `f`.
 fn predicates(f: &CheckedFilter) -> usize {
     match f {
-        CheckedFilter::And(v) | CheckedFilter::Or(v) => v.iter().map(predicates).sum(),
+        CheckedFilter::And(v) | CheckedFilter::Or(v) => v.iter().map(predicates_in).sum(),
         CheckedFilter::Not(g) => predicates(g),
         CheckedFilter::Related {
             filter: Some(g), ..
         } => 1 + predicates(g),
+        _ => 1,
+    }
+}
+
+/// [`predicates`] of an item of a list: a plain predicate without a call.
+#[inline]
+fn predicates_in(f: &CheckedFilter) -> usize {
+    match f {
+        CheckedFilter::And(_)
+        | CheckedFilter::Or(_)
+        | CheckedFilter::Not(_)
+        | CheckedFilter::Related { .. } => predicates(f),
         _ => 1,
     }
 }
@@ -372,21 +418,29 @@ fn name_bind(target: &Target) -> Bind {
 
 /// Appends `$n` (digits written directly: `write!` costs more than the rest of a
 /// predicate's text).
+#[inline]
 fn placeholder(out: &mut String, n: usize) {
     out.push('$');
     number(out, n);
 }
 
 /// Appends the decimal digits of `n`.
-fn number(out: &mut String, mut n: usize) {
+#[inline]
+fn number(out: &mut String, n: usize) {
     // Placeholders and aliases are nearly always one or two digits.
-    if n < 100 {
-        if n >= 10 {
-            out.push(char::from(b'0' + (n / 10) as u8));
-        }
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+    } else if n < 100 {
+        out.push(char::from(b'0' + (n / 10) as u8));
         out.push(char::from(b'0' + (n % 10) as u8));
-        return;
+    } else {
+        long_number(out, n);
     }
+}
+
+/// [`number`] from 100 on.
+#[cold]
+fn long_number(out: &mut String, mut n: usize) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -463,12 +517,14 @@ impl<'a> Compiler<'a> {
     }
 
     /// Adds a bind; returns its number.
+    #[inline(always)]
     fn bind_n(&mut self, b: Bind) -> usize {
         self.sql.binds.push(b);
         self.sql.binds.len()
     }
 
     /// Adds a bind and appends its placeholder to `out`.
+    #[inline(always)]
     fn param_into(&mut self, out: &mut String, b: Bind) {
         let n = self.bind_n(b);
         placeholder(out, n);
@@ -482,6 +538,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// How to reach `target`: a column, an index, or (binding the field name) `data`.
+    #[inline(always)]
     fn access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Access {
         match target {
             Target::System(s) => Access::Column(*s),
@@ -497,6 +554,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// A column or `data` extraction, never an index.
+    #[inline(always)]
     fn plain_access(&mut self, target: &Target) -> Access {
         match target {
             Target::System(s) => Access::Column(*s),
@@ -511,6 +569,7 @@ impl<'a> Compiler<'a> {
     /// The index route to a user field, if it has one (no bind is added otherwise).
     /// Only fields declared `indexed` or `unique` can have a ready index (the state is
     /// reset when the declaration goes), so the others skip the lookup.
+    #[inline(always)]
     fn indexed_access(&mut self, type_id: Uuid, target: &Target, top: bool) -> Option<Access> {
         let Target::Field {
             name,
@@ -536,25 +595,30 @@ impl<'a> Compiler<'a> {
         let field_id = self.ready_index(type_id, name)?;
         self.index_subqueries += 1;
         Some(Access::Index {
-            table: class_table(class).0,
+            from: fv_select(class),
             field_id,
         })
     }
 
     /// [`IndexLookup::ready_index`], asked once per field and compilation.
-    fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<Uuid> {
+    fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<FieldId> {
         for slot in &mut self.ready {
             match slot {
-                Some((t, f, id)) if *t == type_id && f.as_str() == name.as_str() => return *id,
+                Some((t, f, id)) if *t == type_id && f == name => return *id,
                 Some(_) => {}
                 None => {
-                    let id = self.indexes.ready_index(type_id, name.as_str());
+                    let id = self
+                        .indexes
+                        .ready_index(type_id, name.as_str())
+                        .map(|id| id.as_u128());
                     *slot = Some((type_id, name.clone(), id));
                     return id;
                 }
             }
         }
-        self.indexes.ready_index(type_id, name.as_str())
+        self.indexes
+            .ready_index(type_id, name.as_str())
+            .map(|id| id.as_u128())
     }
 
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
@@ -578,34 +642,30 @@ impl<'a> Compiler<'a> {
         &mut self,
         out: &mut String,
         alias: &str,
-        table: &str,
-        field_id: Uuid,
+        from: &'static str,
+        field_id: FieldId,
         cond: impl FnOnce(&mut Self, &mut String),
     ) {
-        self.fv_lookup(out, alias, " IN ", table, field_id);
+        self.fv_lookup(out, alias, ".id IN ", from, field_id);
         cond(self, out);
         out.push(')');
     }
 
-    /// `alias.id <test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND `: the
-    /// opening shared by [`Compiler::via_index`] and [`Compiler::via_unique`].
+    /// `alias<test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND ` (`test`
+    /// is `.id IN ` or `.id = `, `from` a [`fv_select`]): the opening shared by
+    /// [`Compiler::via_index`] and [`Compiler::via_unique`].
     fn fv_lookup(
         &mut self,
         out: &mut String,
         alias: &str,
         test: &str,
-        table: &str,
-        field_id: Uuid,
+        from: &'static str,
+        field_id: FieldId,
     ) {
-        let f = self.bind_n(Bind::Uuid(field_id));
+        let f = self.bind_n(Bind::Uuid(Uuid::from_u128(field_id)));
         out.push_str(alias);
-        out.push_str(".id");
         out.push_str(test);
-        out.push_str("(SELECT x.record_id FROM ");
-        out.push_str(table);
-        out.push_str(" x WHERE x.tenant_id = ");
-        out.push_str(TENANT);
-        out.push_str(" AND x.field_id = ");
+        out.push_str(from);
         placeholder(out, f);
         out.push_str(" AND ");
     }
@@ -628,8 +688,15 @@ impl<'a> Compiler<'a> {
     /// subquery, not a semi-join: its plan is the same whatever the value, which lets
     /// PostgreSQL keep the query's generic plan (see [`Compiler::query`]). The query's
     /// type-version guard makes sure the field was still unique.
-    fn via_unique(&mut self, out: &mut String, alias: &str, table: &str, field_id: Uuid, v: Bind) {
-        self.fv_lookup(out, alias, " = ", table, field_id);
+    fn via_unique(
+        &mut self,
+        out: &mut String,
+        alias: &str,
+        from: &'static str,
+        field_id: FieldId,
+        v: Bind,
+    ) {
+        self.fv_lookup(out, alias, ".id = ", from, field_id);
         out.push_str("x.uniq AND x.v = ");
         self.param_into(out, v);
         out.push_str(" LIMIT 1)");
@@ -638,11 +705,12 @@ impl<'a> Compiler<'a> {
     /// Compiles a filter over records aliased `alias` of entity type `type_id`. `top`
     /// is true while only `and`s separate the node from the root.
     pub fn filter(&mut self, f: &CheckedFilter, alias: &str, type_id: Uuid, top: bool) -> String {
-        // About 100 bytes and 2 binds per predicate: one allocation each, not a series
+        // About 100 bytes and 2-3 binds per predicate: one allocation each, not a series
         // of doublings.
         let n = predicates(f);
         let mut out = String::with_capacity(32 + 112 * n);
-        self.sql.binds.reserve(2 * n);
+        // Up to three binds per predicate (a prefix range on an index has three).
+        self.sql.binds.reserve(3 * n);
         self.filter_into(&mut out, f, alias, type_id, top);
         out
     }
@@ -689,12 +757,12 @@ impl<'a> Compiler<'a> {
                 let is_eq = *op == CmpOp::Eq;
                 let op = cmp_sql(*op);
                 match route {
-                    Access::Index { table, field_id } if top && is_eq && self.unique(target) => {
+                    Access::Index { from, field_id } if top && is_eq && self.unique(target) => {
                         self.unique_lookups += 1;
-                        self.via_unique(out, alias, table, field_id, Bind::scalar(value));
+                        self.via_unique(out, alias, from, field_id, Bind::scalar(value));
                     }
-                    Access::Index { table, field_id } => {
-                        self.via_index(out, alias, table, field_id, |me, out| {
+                    Access::Index { from, field_id } => {
+                        self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v ");
                             out.push_str(op);
                             out.push(' ');
@@ -742,8 +810,8 @@ impl<'a> Compiler<'a> {
                     self.access(type_id, target, top)
                 };
                 match route {
-                    Access::Index { table, field_id } => {
-                        self.via_index(out, alias, table, field_id, |me, out| {
+                    Access::Index { from, field_id } => {
+                        self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v");
                             out.push_str(test);
                             me.param_into(out, arr);
@@ -791,8 +859,8 @@ impl<'a> Compiler<'a> {
                         self.param_into(out, upper);
                         out.push(')');
                     }
-                    (Some(Access::Index { table, field_id }), Some(upper)) => {
-                        self.via_index(out, alias, table, field_id, |me, out| {
+                    (Some(Access::Index { from, field_id }), Some(upper)) => {
+                        self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v >= ");
                             me.param_into(out, Bind::Str(value.clone()));
                             out.push_str(" AND x.v < ");
@@ -994,7 +1062,7 @@ impl<'a> Compiler<'a> {
                     match self.ready_index(type_id, name) {
                         Some(field_id) => {
                             let a = format!("s{}", self.joins.len());
-                            let f = self.sql.param(Bind::Uuid(field_id));
+                            let f = self.sql.param(Bind::Uuid(Uuid::from_u128(field_id)));
                             let _ = write!(
                                 joins_sql,
                                 " JOIN {} {a} ON {a}.tenant_id = r.tenant_id AND {a}.field_id = {f} AND {a}.record_id = r.id",
@@ -1107,6 +1175,32 @@ impl<'a> Compiler<'a> {
             "FALSE".into()
         } else {
             format!("({})", ors.join(" OR "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_value_subqueries_open_on_their_class_table() {
+        for c in [
+            ValueClass::Text,
+            ValueClass::Integer,
+            ValueClass::Number,
+            ValueClass::Boolean,
+            ValueClass::Date,
+            ValueClass::Datetime,
+            ValueClass::Uuid,
+        ] {
+            assert_eq!(
+                fv_select(c),
+                format!(
+                    "(SELECT x.record_id FROM {} x WHERE x.tenant_id = {TENANT} AND x.field_id = ",
+                    class_table(c).0
+                )
+            );
         }
     }
 }

@@ -143,6 +143,7 @@ impl Target {
     }
 
     /// [`Target::resolve`], with the field's enum values when it is an enum.
+    #[inline(always)]
     fn resolve_field<'t>(ty: &'t EntityType, name: &str) -> Option<(Target, &'t [String])> {
         if let Some(s) = SysField::parse(name) {
             return Some((Target::System(s), &[]));
@@ -162,11 +163,11 @@ impl Target {
     }
 }
 
-/// Most bytes of a [`Text`] held inline (so that a `Text` is 16 bytes, like the
-/// `Arc<str>` a longer one holds).
-const INLINE_TEXT: usize = 14;
+/// Most bytes of a [`Text`] held inline (so that the inline form is 16 bytes, like
+/// the `Arc<str>` a longer one holds).
+const INLINE_TEXT: usize = 15;
 
-/// A text operand or key held by a checked filter: up to 14 bytes inline, longer texts
+/// A text operand or key held by a checked filter: up to 15 bytes inline, longer texts
 /// shared. Checking copies short operands instead of allocating them, and the SQL
 /// compiler binds them without a copy of the bytes.
 #[derive(Clone)]
@@ -174,20 +175,38 @@ pub struct Text(TextRepr);
 
 #[derive(Clone)]
 enum TextRepr {
-    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    Inline(Inline),
     Shared(Arc<str>),
+}
+
+/// The bytes of a short text, 8-aligned like the `Arc<str>` of the other form: a text
+/// is then always moved in whole aligned words (with the bytes at an odd offset, the
+/// copies of an operand overlapped and stalled store forwarding).
+#[derive(Clone, Copy)]
+#[repr(align(8))]
+struct Inline {
+    bytes: [u8; INLINE_TEXT],
+    len: u8,
 }
 
 impl Text {
     /// `s` as a `Text`.
     pub fn new(s: &str) -> Text {
         if s.len() <= INLINE_TEXT {
+            // Gathered in a register and stored once: copied into a stack array with
+            // a memcpy of variable length, the bytes were read back whole right after
+            // (a store-forwarding stall per operand).
+            let mut v: u128 = 0;
+            for (i, &c) in s.as_bytes().iter().enumerate() {
+                v |= u128::from(c) << (8 * i);
+            }
+            let w = v.to_le_bytes();
             let mut bytes = [0; INLINE_TEXT];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Text(TextRepr::Inline {
-                len: s.len() as u8,
+            bytes.copy_from_slice(&w[..INLINE_TEXT]);
+            Text(TextRepr::Inline(Inline {
                 bytes,
-            })
+                len: s.len() as u8,
+            }))
         } else {
             Text(TextRepr::Shared(Arc::from(s)))
         }
@@ -196,7 +215,7 @@ impl Text {
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         match &self.0 {
-            TextRepr::Inline { len, .. } => usize::from(*len),
+            TextRepr::Inline(t) => usize::from(t.len),
             TextRepr::Shared(s) => s.len(),
         }
     }
@@ -210,8 +229,8 @@ impl Text {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Always valid: the bytes were copied from a `str`.
-            TextRepr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            TextRepr::Inline(t) => {
+                std::str::from_utf8(&t.bytes[..usize::from(t.len)]).unwrap_or_default()
             }
             TextRepr::Shared(s) => s,
         }
@@ -639,7 +658,7 @@ fn expected(class: ValueClass) -> &'static str {
 }
 
 /// `v` as `class` for `target`; `enum_values` are the target's values if it is an enum.
-#[inline]
+#[inline(always)]
 fn operand(
     target: &Target,
     enum_values: &[String],
@@ -764,7 +783,7 @@ fn predicate_with<R>(
                 ..
             }
         );
-    Ok(done(match op {
+    Ok(match op {
         Op::IsNull | Op::Exists => {
             let Value::Bool(b) = value else {
                 return Err(Error::filter(
@@ -775,20 +794,20 @@ fn predicate_with<R>(
             if matches!(target, Target::System(_)) {
                 return Err(not_for());
             }
-            CheckedFilter::IsNull {
+            done(CheckedFilter::IsNull {
                 target,
                 is_null: if op == Op::IsNull { *b } else { !*b },
-            }
+            })
         }
         Op::Eq | Op::Ne if is_json => {
             if crate::field::json_has_nul(value) {
                 return Err(Error::filter(vpath, "text must not contain NUL"));
             }
-            CheckedFilter::JsonEq {
+            done(CheckedFilter::JsonEq {
                 target,
                 negated: op == Op::Ne,
                 value: value.clone(),
-            }
+            })
         }
         Op::Eq | Op::Ne | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
             let Some(class) = class else {
@@ -816,7 +835,7 @@ fn predicate_with<R>(
                 Op::Gt => CmpOp::Gt,
                 _ => CmpOp::Gte,
             };
-            CheckedFilter::Compare { target, op, value }
+            done(CheckedFilter::Compare { target, op, value })
         }
         Op::In | Op::NotIn => {
             let Some(class) = class else {
@@ -844,11 +863,11 @@ fn predicate_with<R>(
             for (i, v) in items.iter().enumerate() {
                 values.push(operand(&target, enum_values, class, v, vpath.index(i))?);
             }
-            CheckedFilter::In {
+            done(CheckedFilter::In {
                 target,
                 negated: op == Op::NotIn,
                 values,
-            }
+            })
         }
         Op::Contains if list_item.is_some() => {
             let item = list_item.unwrap_or(ValueClass::Text);
@@ -862,7 +881,7 @@ fn predicate_with<R>(
                     ),
                 )
             })?;
-            CheckedFilter::ListContains { target, value }
+            done(CheckedFilter::ListContains { target, value })
         }
         Op::Contains | Op::StartsWith | Op::EndsWith => {
             if !textual {
@@ -879,7 +898,7 @@ fn predicate_with<R>(
                     format!("`{}` needs a non-empty string", op.as_str()),
                 ));
             }
-            CheckedFilter::Text {
+            done(CheckedFilter::Text {
                 target,
                 op: match op {
                     Op::Contains => TextOp::Contains,
@@ -887,9 +906,9 @@ fn predicate_with<R>(
                     _ => TextOp::EndsWith,
                 },
                 value,
-            }
+            })
         }
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -903,6 +922,7 @@ mod tests {
             "a",
             "fourteen bytes",
             "fifteen bytes!!",
+            "sixteen bytes!!!",
             "ü€😀ü€😀",
             "😀😀😀😀",
         ] {
