@@ -510,6 +510,8 @@ impl<'de> Deserialize<'de> for Filter {
 mod scan {
     use serde_json::Value;
 
+    // The keys of the serde fast path; the scanner gives up on `Other`.
+    use super::fast::Key;
     use super::{Filter, Op, MAX_CLAUSES, MAX_DEPTH};
     use crate::relation::Direction;
 
@@ -546,21 +548,6 @@ mod scan {
         b: &'a [u8],
         i: usize,
         clauses: usize,
-    }
-
-    /// Keys of filter objects (anything else gives up).
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Key {
-        And,
-        Or,
-        Not,
-        Related,
-        Field,
-        Op,
-        Value,
-        Type,
-        Direction,
-        Where,
     }
 
     impl<'a> Scanner<'a> {
@@ -861,7 +848,7 @@ mod fast {
 
     /// The keys a filter object may have; anything else is `Other`.
     #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Key {
+    pub(super) enum Key {
         And,
         Or,
         Not,
