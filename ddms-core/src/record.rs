@@ -13,15 +13,15 @@ use crate::name::{truncate, Name};
 /// A record's data: a JSON object.
 pub type Data = Map<String, Value>;
 
-/// A stored record.
+/// A stored record. Its data is parsed ([`Data`]) unless it is a [`RawRecord`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub struct Record<D = Data> {
     /// Its id.
     pub id: Uuid,
     /// The entity type's name.
     pub entity_type: Name,
-    /// Field values (never contains nulls or unknown fields).
-    pub data: Data,
+    /// Field values (an object; never contains nulls or unknown fields).
+    pub data: D,
     /// Optimistic-concurrency version, 1 on creation, +1 per change.
     pub version: i64,
     /// Creation time.
@@ -95,27 +95,23 @@ fn timestamp<S: serde::Serializer>(
 
 /// A stored record whose data is the JSON text the backend read, passed through without
 /// being parsed and serialised again: what a server writes into a list response. It
-/// serialises exactly like [`Record`] (object keys may come in another order).
-#[derive(Debug, Clone, Serialize)]
-pub struct RawRecord {
-    /// Its id.
-    pub id: Uuid,
-    /// The entity type's name.
-    pub entity_type: Name,
-    /// Field values as JSON text (an object; never contains nulls or unknown fields).
-    pub data: Box<RawValue>,
-    /// Optimistic-concurrency version, 1 on creation, +1 per change.
-    pub version: i64,
-    /// Creation time.
-    #[serde(serialize_with = "timestamp")]
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    #[serde(serialize_with = "timestamp")]
-    pub updated_at: DateTime<Utc>,
-    /// Actor that created it.
-    pub created_by: Option<String>,
-    /// Actor that last changed it.
-    pub updated_by: Option<String>,
+/// serialises exactly like a [`Record`] (object keys may come in another order).
+pub type RawRecord = Record<Box<RawValue>>;
+
+impl<D> Record<D> {
+    /// The same record with other data.
+    fn with_data<E>(self, data: E) -> Record<E> {
+        Record {
+            id: self.id,
+            entity_type: self.entity_type,
+            data,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            created_by: self.created_by,
+            updated_by: self.updated_by,
+        }
+    }
 }
 
 impl RawRecord {
@@ -123,16 +119,7 @@ impl RawRecord {
     pub fn from_record(r: Record) -> Result<RawRecord> {
         let data = serde_json::value::to_raw_value(&r.data)
             .map_err(|e| Error::Internal(format!("record {}: {e}", r.id)))?;
-        Ok(RawRecord {
-            id: r.id,
-            entity_type: r.entity_type,
-            data,
-            version: r.version,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            created_by: r.created_by,
-            updated_by: r.updated_by,
-        })
+        Ok(r.with_data(data))
     }
 
     /// Parses the data back into a [`Record`].
@@ -143,16 +130,7 @@ impl RawRecord {
                 self.id
             ))
         })?;
-        Ok(Record {
-            id: self.id,
-            entity_type: self.entity_type.clone(),
-            data,
-            version: self.version,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            created_by: self.created_by.clone(),
-            updated_by: self.updated_by.clone(),
-        })
+        Ok(self.clone().with_data(data))
     }
 }
 

@@ -9,12 +9,14 @@ use diesel::QueryableByName;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+/// Record columns ([`RECORD_COLS`]), with the data parsed (`serde_json::Value`) or as
+/// JSON text ([`JsonText`], see [`RawRecordRow`]).
 #[derive(QueryableByName, Debug)]
-pub(crate) struct RecordRow {
+pub(crate) struct RecordRow<D = serde_json::Value> {
     #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
     #[diesel(sql_type = Jsonb)]
-    pub data: serde_json::Value,
+    pub data: D,
     #[diesel(sql_type = BigInt)]
     pub version: i64,
     #[diesel(sql_type = Timestamptz)]
@@ -27,21 +29,28 @@ pub(crate) struct RecordRow {
     pub updated_by: Option<String>,
 }
 
-impl RecordRow {
-    pub fn into_record(self, entity_type: Name) -> Record {
+impl<D> RecordRow<D> {
+    /// The record, its data converted by `data`.
+    fn into_record_with<E>(self, entity_type: Name, data: impl FnOnce(D) -> E) -> Record<E> {
         Record {
             id: self.id,
             entity_type,
-            data: match self.data {
-                serde_json::Value::Object(m) => m,
-                _ => Default::default(),
-            },
+            data: data(self.data),
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
             created_by: self.created_by,
             updated_by: self.updated_by,
         }
+    }
+}
+
+impl RecordRow {
+    pub fn into_record(self, entity_type: Name) -> Record {
+        self.into_record_with(entity_type, |v| match v {
+            serde_json::Value::Object(m) => m,
+            _ => Default::default(),
+        })
     }
 }
 
@@ -87,36 +96,11 @@ fn compact_json(text: &str) -> String {
 }
 
 /// [`RecordRow`] with the data as JSON text, for [`RawRecord`]s.
-#[derive(QueryableByName, Debug)]
-pub(crate) struct RawRecordRow {
-    #[diesel(sql_type = SqlUuid)]
-    pub id: Uuid,
-    #[diesel(sql_type = Jsonb)]
-    pub data: JsonText,
-    #[diesel(sql_type = BigInt)]
-    pub version: i64,
-    #[diesel(sql_type = Timestamptz)]
-    pub created_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    pub updated_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub created_by: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub updated_by: Option<String>,
-}
+pub(crate) type RawRecordRow = RecordRow<JsonText>;
 
 impl RawRecordRow {
     pub fn into_raw_record(self, entity_type: Name) -> RawRecord {
-        RawRecord {
-            id: self.id,
-            entity_type,
-            data: self.data.0,
-            version: self.version,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            created_by: self.created_by,
-            updated_by: self.updated_by,
-        }
+        self.into_record_with(entity_type, |d| d.0)
     }
 }
 
