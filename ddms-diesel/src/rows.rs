@@ -74,24 +74,26 @@ impl FromSql<Jsonb, Pg> for JsonText {
 /// `text` without whitespace outside strings (the caller validates the result as JSON).
 fn compact_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let (mut in_str, mut escaped) = (false, false);
-    for c in text.chars() {
+    let (mut in_str, mut escaped, mut run) = (false, false, 0);
+    // Byte-wise: every byte the scan acts on is ASCII, so each cut is a char boundary,
+    // and the text between cuts is copied as it is.
+    for (i, b) in text.bytes().enumerate() {
         if in_str {
-            out.push(c);
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_str = false;
             }
-        } else if c == '"' {
+        } else if b == b'"' {
             in_str = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
-            out.push(c);
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push_str(&text[run..i]);
+            run = i + 1;
         }
     }
+    out.push_str(&text[run..]);
     out
 }
 
