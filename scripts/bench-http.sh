@@ -88,6 +88,9 @@ else
     as_pg "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres >>"$LOG" 2>&1
   fi
   say "starting PostgreSQL on port $PGPORT"
+  # As the embedded default starts it (ddms_diesel::harness::SERVER_ENV): malloc asks for
+  # transparent huge pages for the server's private memory (sorts, index builds).
+  export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}
   as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -o \
     "-c listen_addresses=127.0.0.1 -c port=$PGPORT -c unix_socket_directories=/tmp -c max_connections=200 -c shared_buffers=256MB" \
     start >>"$LOG" 2>&1 || die "PostgreSQL did not start"
@@ -101,6 +104,7 @@ psql_base() { psql -X -q -v ON_ERROR_STOP=1 "$BASE_URL" "$@"; }
 psql_ddms() { psql -X -q -v ON_ERROR_STOP=1 "$DDMS_URL" "$@"; }
 psql_pgrst() { psql -X -q -v ON_ERROR_STOP=1 "$PGRST_URL" "$@"; }
 PG_SETTINGS=$(psql_base -Atc "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','max_connections','fsync','synchronous_commit','work_mem','max_wal_size','effective_cache_size','random_page_cost','wal_level','server_version')")
+[ "${PG_STARTED:-0}" = 1 ] && PG_SETTINGS="$PG_SETTINGS, server env GLIBC_TUNABLES=$GLIBC_TUNABLES"
 say "PostgreSQL: $PG_SETTINGS"
 
 # --- 3. seed and serve -----------------------------------------------------------------
