@@ -271,6 +271,8 @@ pub struct Chunk {
     rows: u64,
     /// Record ids (records) or source/target pairs (relations), for the endpoint check.
     ids: Vec<Uuid>,
+    /// The least and the greatest row id (for the summary event).
+    id_range: Option<(Uuid, Uuid)>,
 }
 
 impl Chunk {
@@ -287,6 +289,20 @@ impl Chunk {
     /// True when the chunk holds no row.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// Counts a row with id `id`.
+    fn counted(&mut self, id: Uuid) {
+        self.rows += 1;
+        self.id_range = Some(widen(self.id_range, (id, id)));
+    }
+}
+
+/// The smallest range holding `range` (if any) and `with`.
+fn widen(range: Option<(Uuid, Uuid)>, with: (Uuid, Uuid)) -> (Uuid, Uuid) {
+    match range {
+        Some((lo, hi)) => (lo.min(with.0), hi.max(with.1)),
+        None => with,
     }
 }
 
@@ -329,7 +345,7 @@ impl RecordEncoder {
         b.extend_from_slice(&2i16.to_be_bytes());
         put_field(b, id.as_bytes());
         put_field(b, &self.json);
-        self.chunk.rows += 1;
+        self.chunk.counted(id);
         self.chunk.ids.push(id);
         Ok(())
     }
@@ -351,6 +367,7 @@ impl RecordEncoder {
             bytes: Vec::with_capacity(self.chunk.bytes.len()),
             ids: Vec::with_capacity(self.chunk.ids.len()),
             rows: 0,
+            id_range: None,
         };
         std::mem::replace(&mut self.chunk, fresh)
     }
@@ -380,7 +397,7 @@ impl RelationEncoder {
         put_field(b, id.as_bytes());
         put_field(b, source.as_bytes());
         put_field(b, target.as_bytes());
-        self.chunk.rows += 1;
+        self.chunk.counted(id);
         self.chunk.ids.push(source);
         self.chunk.ids.push(target);
     }
@@ -397,6 +414,7 @@ impl RelationEncoder {
             bytes: Vec::with_capacity(self.chunk.bytes.len()),
             ids: Vec::with_capacity(self.chunk.ids.len()),
             rows: 0,
+            id_range: None,
         };
         std::mem::replace(&mut self.chunk, fresh)
     }
@@ -1099,7 +1117,7 @@ impl BulkLoad {
         }
         let what = ty.name.to_string();
         let mut ids = Vec::new();
-        let n = self.copy_phase(
+        let (n, id_range) = self.copy_phase(
             &format!("copy {what}"),
             &what,
             ty.id,
@@ -1135,7 +1153,7 @@ impl BulkLoad {
                 .execute(&mut me.conn)
                 .map_err(db(&format!("insert {what}")))?;
             if me.shadow.is_some() {
-                me.shadow_record_rows(ty, n as u64)?;
+                me.shadow_record_rows(ty, n as u64, id_range)?;
             }
             simple(&mut me.conn, "TRUNCATE ddms_stage_records")?;
             Ok(n as u64)
@@ -1203,7 +1221,7 @@ impl BulkLoad {
             CopyTable::Relations,
         );
         self.loaded = loaded;
-        let n = n?;
+        let (n, id_range) = n?;
         if !unknown.is_empty() {
             self.check_existing_ends(&rt.name, unknown)?;
         }
@@ -1226,7 +1244,7 @@ impl BulkLoad {
                 .execute(&mut me.conn)
                 .map_err(|e| relation_error(&what, e))?;
             if me.shadow.is_some() {
-                me.shadow_relation_rows(rt, n as u64)?;
+                me.shadow_relation_rows(rt, n as u64, id_range)?;
             }
             simple(&mut me.conn, "TRUNCATE ddms_stage_relations")?;
             Ok(n as u64)
@@ -1295,12 +1313,13 @@ impl BulkLoad {
         chunks: impl IntoIterator<Item = Result<Chunk>>,
         mut on_chunk: impl FnMut(&Chunk),
         table: CopyTable,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Option<(Uuid, Uuid)>)> {
         let started = Instant::now();
         self.notify(BulkProgress::Phase(phase.to_string()));
         let source = RefCell::new(chunks.into_iter());
         let failure: RefCell<Option<Error>> = RefCell::new(None);
         let rows = Cell::new(0u64);
+        let id_range = Cell::new(None);
         let observer = RefCell::new(self.observer.take());
         let on_chunk = RefCell::new(&mut on_chunk);
         let callback = |w: &mut dyn Write| -> std::result::Result<(), CopyErr> {
@@ -1330,6 +1349,9 @@ impl BulkLoad {
                 }
                 w.write_all(&chunk.bytes).map_err(io)?;
                 rows.set(rows.get() + chunk.rows);
+                if let Some(r) = chunk.id_range {
+                    id_range.set(Some(widen(id_range.get(), r)));
+                }
                 (on_chunk.borrow_mut())(&chunk);
                 if let Some(o) = observer.borrow_mut().as_mut() {
                     o(&BulkProgress::Copied {
@@ -1367,7 +1389,7 @@ impl BulkLoad {
             elapsed,
         });
         self.notify(BulkProgress::PhaseDone(phase.to_string(), elapsed));
-        Ok(rows.get())
+        Ok((rows.get(), id_range.get()))
     }
 
     /// Re-creates what the exclusive path dropped (indexes and unique constraints first,
@@ -2016,7 +2038,12 @@ impl BulkLoad {
 
     /// What the insert trigger would write for `n` records just inserted from the
     /// staging table: field-value rows of the declared indexes, and the events.
-    fn shadow_record_rows(&mut self, ty: &EntityType, n: u64) -> Result<()> {
+    fn shadow_record_rows(
+        &mut self,
+        ty: &EntityType,
+        n: u64,
+        id_range: Option<(Uuid, Uuid)>,
+    ) -> Result<()> {
         self.count_rows("records", n)?;
         let field_ids = self
             .shadow_mut()?
@@ -2045,17 +2072,31 @@ impl BulkLoad {
                 .map_err(db(&format!("field values of {}", f.name)))?;
             self.count_rows(table, n)?;
         }
-        self.shadow_events(n, ty.id, ty.name.as_str(), true)
+        self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range)
     }
 
-    fn shadow_relation_rows(&mut self, rt: &RelationType, n: u64) -> Result<()> {
+    fn shadow_relation_rows(
+        &mut self,
+        rt: &RelationType,
+        n: u64,
+        id_range: Option<(Uuid, Uuid)>,
+    ) -> Result<()> {
         self.count_rows("relations", n)?;
-        self.shadow_events(n, rt.id, rt.name.as_str(), false)
+        self.shadow_events(n, rt.id, rt.name.as_str(), false, id_range)
     }
 
     /// The events of one bulk statement, as the triggers of the init migration and
-    /// `..._bulk_summary_events` write them, numbered after the events before it.
-    fn shadow_events(&mut self, n: u64, type_id: Uuid, name: &str, records: bool) -> Result<()> {
+    /// `..._bulk_summary_events` write them, numbered after the events before it. The
+    /// summary's count and first and last id are the copy's (`n`, `id_range`), bound
+    /// instead of aggregated over the staging table again.
+    fn shadow_events(
+        &mut self,
+        n: u64,
+        type_id: Uuid,
+        name: &str,
+        records: bool,
+        id_range: Option<(Uuid, Uuid)>,
+    ) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
@@ -2077,20 +2118,22 @@ impl BulkLoad {
                  jsonb_build_object('type', {nm}, 'source_id', s.source_id, 'target_id', s.target_id, 'data', 'null'::jsonb), \
                  {a}, now() FROM ddms_stage_relations s"
             ),
-            (true, true) => {
+            (records, true) => {
+                let Some((first, last)) = id_range else {
+                    return Err(Error::Internal(format!("no ids for the {n} rows of {name}")));
+                };
                 let id = s.param(Bind::Uuid(type_id));
+                let count = s.param(Bind::Int(n as i64));
+                let first = s.param(Bind::Uuid(first));
+                let last = s.param(Bind::Uuid(last));
+                let (ty, kind, key) = if records {
+                    (nm.as_str(), "records", "entity_type")
+                } else {
+                    ("NULL", "relations", "relation_type")
+                };
                 format!(
-                    "{into}SELECT {t}, {b}, 'bulk.loaded', {nm}, {id}, jsonb_build_object('kind', 'records', 'entity_type', {nm}, \
-                     'count', count(*), 'first_id', min(s.id::text)::uuid, 'last_id', max(s.id::text)::uuid), {a}, now() \
-                     FROM ddms_stage_records s"
-                )
-            }
-            (false, true) => {
-                let id = s.param(Bind::Uuid(type_id));
-                format!(
-                    "{into}SELECT {t}, {b}, 'bulk.loaded', NULL, {id}, jsonb_build_object('kind', 'relations', 'relation_type', {nm}, \
-                     'count', count(*), 'first_id', min(s.id::text)::uuid, 'last_id', max(s.id::text)::uuid), {a}, now() \
-                     FROM ddms_stage_relations s"
+                    "{into}VALUES ({t}, {b}, 'bulk.loaded', {ty}, {id}, jsonb_build_object('kind', '{kind}', '{key}', {nm}, \
+                     'count', {count}, 'first_id', {first}, 'last_id', {last}), {a}, now())"
                 )
             }
         };

@@ -417,6 +417,28 @@ fn feed(url: &str, tenant: Uuid) -> Vec<EventRow> {
     .unwrap()
 }
 
+/// The payloads of the tenant's `bulk.loaded` events, in feed order, as the app role.
+fn summaries(url: &str, tenant: Uuid) -> Vec<serde_json::Value> {
+    #[derive(QueryableByName)]
+    struct Payload {
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        payload: serde_json::Value,
+    }
+    let mut c = PgConnection::establish(url).unwrap();
+    c.batch_execute("SET ROLE ddms_app").unwrap();
+    let rows: Vec<Payload> = c
+        .transaction::<_, diesel::result::Error, _>(|c| {
+            diesel::sql_query(format!(
+                "SELECT set_config('ddms.tenant_id', '{tenant}', true)"
+            ))
+            .execute(c)?;
+            diesel::sql_query("SELECT payload FROM events WHERE kind = 'bulk.loaded' ORDER BY seq")
+                .load(c)
+        })
+        .unwrap();
+    rows.into_iter().map(|r| r.payload).collect()
+}
+
 /// Loads two items with the same unique `code` through `load`: the commit must fail
 /// with a unique conflict.
 fn commit_fails_on_a_duplicate_code(mut load: BulkLoad) {
@@ -523,6 +545,32 @@ fn a_replacing_load_swaps_in_tables_identical_to_the_live_ones() {
         }
         let (mine, theirs) = (feed(&url, tenant), feed(&url2, tenant));
         assert_eq!(mine, theirs, "{events:?}");
+        if events == BulkEvents::Summary {
+            // Count, first and last id of each copy, whole (the loader binds them).
+            let summaries = summaries(&url, tenant);
+            assert_eq!(summaries, self::summaries(&url2, tenant));
+            let range = |s: &serde_json::Value| {
+                (
+                    s["count"].as_u64().unwrap(),
+                    s["first_id"].as_str().unwrap().to_string(),
+                    s["last_id"].as_str().unwrap().to_string(),
+                )
+            };
+            let want = [
+                (200, 0, 199),
+                (100, 200, 299),
+                (299, 10_000, 10_298),
+                (600, 20_000, 30_299),
+            ];
+            assert_eq!(summaries.len(), want.len());
+            for (s, (n, first, last)) in summaries.iter().zip(want) {
+                assert_eq!(
+                    range(s),
+                    (n, id(first).to_string(), id(last).to_string()),
+                    "{s}"
+                );
+            }
+        }
         let n = if events == BulkEvents::PerRow {
             3 + 300 + 899
         } else {
