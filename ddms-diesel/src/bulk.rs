@@ -47,7 +47,7 @@
 //! written as `ddms_app`. [`BulkLoad::index_path`] says which path ran and why.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -1092,7 +1092,9 @@ impl BulkLoad {
     ) -> Result<T> {
         if self.shadow.is_some() {
             self.build_finished_tables(loading)?;
-            return self.in_shadow_tx(f);
+            let out = self.in_shadow_tx(f)?;
+            self.queue_field_values()?;
+            return Ok(out);
         }
         f(self)
     }
@@ -1710,6 +1712,9 @@ struct Shadow {
     analyzed: Vec<String>,
     /// Index builds running on other connections.
     builder: Option<Builder>,
+    /// Field-value rows to derive from the records of the copy step in progress, queued
+    /// on the builder once the step has committed.
+    derived: Vec<Task>,
 }
 
 impl Shadow {
@@ -2052,6 +2057,17 @@ impl BulkLoad {
             .find(|(_, id, _)| *id == ty.id)
             .map(|(_, _, f)| f.clone())
             .ok_or_else(|| Error::Internal(format!("entity type {} is unknown", ty.name)))?;
+        // With a builder connection, it derives the rows from the records once this
+        // step has committed (those this transaction wrote: their `xmin`), while this
+        // one loads the next; else they come from the staging table now.
+        let deferred = if self.opts.connections >= 2 {
+            let xid: Vec<NameRow> = diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
+                .load(&mut self.conn)
+                .map_err(db("transaction id"))?;
+            xid.into_iter().next().map(|r| r.name)
+        } else {
+            None
+        };
         for (f, field_id) in ty.fields.iter().zip(field_ids) {
             let Some(class) = f.kind.value_class().filter(|_| f.has_index()) else {
                 continue;
@@ -2062,14 +2078,38 @@ impl BulkLoad {
             let fid = s.param(Bind::Uuid(field_id));
             let key = s.param(Bind::Text(f.name.to_string()));
             let uniq = s.param(Bind::Bool(f.unique));
+            let from = match &deferred {
+                Some(xid) => {
+                    let ty_id = s.param(Bind::Uuid(ty.id));
+                    let xid = s.param(Bind::Text(xid.clone()));
+                    format!(
+                        "{SHADOW_SCHEMA}.records s WHERE s.entity_type_id = {ty_id} AND s.xmin = xid({xid}::xid8)"
+                    )
+                }
+                None => "ddms_stage_records s".to_string(),
+            };
             // Exactly the trigger's expression (`ddms_records_inserted`).
             s.push(&format!(
                 "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) \
-                 SELECT {t}, {fid}, s.id, (s.data->>{key})::{cast}, {uniq} FROM ddms_stage_records s"
+                 SELECT {t}, {fid}, s.id, (s.data->>{key})::{cast}, {uniq} FROM {from}"
             ));
-            s.query()
-                .execute(&mut self.conn)
-                .map_err(db(&format!("field values of {}", f.name)))?;
+            if deferred.is_some() {
+                let task = Task {
+                    rows: n,
+                    table: table.to_string(),
+                    name: format!("field values of {}.{}", ty.name, f.name),
+                    work: Work::Tenant {
+                        tenant: self.tenant,
+                        actor: self.actor.clone(),
+                        sql: s,
+                    },
+                };
+                self.shadow_mut()?.derived.push(task);
+            } else {
+                s.query()
+                    .execute(&mut self.conn)
+                    .map_err(db(&format!("field values of {}", f.name)))?;
+            }
             self.count_rows(table, n)?;
         }
         self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range)
@@ -2197,12 +2237,21 @@ impl BulkLoad {
         self.start_index_builds(&tables, 1)
     }
 
+    /// Hands the field-value rows of the records the loader just committed to the
+    /// builder connection (first in its queue), so that they are written while the
+    /// loader goes on with the next type.
+    fn queue_field_values(&mut self) -> Result<()> {
+        let derived = std::mem::take(&mut self.shadow_mut()?.derived);
+        if derived.is_empty() {
+            return Ok(());
+        }
+        self.queue(derived, 1)
+    }
+
     /// Queues the index builds of `tables` (those not queued yet) and makes sure up to
     /// `workers` connections build them.
     fn start_index_builds(&mut self, tables: &[&str], workers: usize) -> Result<()> {
-        let settings = self.index_settings()?;
         let analyze = self.opts.analyze;
-        let url = self.url.clone();
         let sh = self.shadow_mut()?;
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut sh.indexes)
             .into_iter()
@@ -2210,22 +2259,37 @@ impl BulkLoad {
         sh.indexes = later;
         let mut tasks: Vec<Task> = now
             .into_iter()
-            .map(|(t, name, sql)| (sh.rows.get(&t).copied().unwrap_or(0), name, sql))
+            .map(|(table, name, sql)| Task {
+                rows: sh.rows.get(&table).copied().unwrap_or(0),
+                table,
+                name,
+                work: Work::Owner(sql),
+            })
             .collect();
         if analyze {
             // After the index builds queued so far (ANALYZE waits for builds on its table).
             for t in tables {
                 if !sh.analyzed.iter().any(|a| a == t) {
                     sh.analyzed.push(t.to_string());
-                    tasks.push((
-                        0,
-                        format!("analyze {t}"),
-                        format!("ANALYZE {SHADOW_SCHEMA}.{t}"),
-                    ));
+                    tasks.push(Task {
+                        rows: 0,
+                        table: t.to_string(),
+                        name: format!("analyze {t}"),
+                        work: Work::Owner(format!("ANALYZE {SHADOW_SCHEMA}.{t}")),
+                    });
                 }
             }
         }
-        sh.builder
+        self.queue(tasks, workers)
+    }
+
+    /// Queues `tasks` on the builder (started on first use) with up to `workers`
+    /// connections.
+    fn queue(&mut self, tasks: Vec<Task>, workers: usize) -> Result<()> {
+        let settings = self.index_settings()?;
+        let url = self.url.clone();
+        self.shadow_mut()?
+            .builder
             .get_or_insert_with(|| Builder::new(url, settings))
             .add(tasks, workers);
         Ok(())
@@ -2459,13 +2523,48 @@ struct Builder {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// A queued statement: (rows of its table, name, SQL).
-type Task = (u64, String, String);
+/// A statement queued for a builder connection.
+#[derive(Debug)]
+struct Task {
+    /// Rows of its table (the larger builds go first).
+    rows: u64,
+    /// The shadow table it builds or fills.
+    table: String,
+    /// For progress and errors.
+    name: String,
+    work: Work,
+}
+
+#[derive(Debug)]
+enum Work {
+    /// DDL or ANALYZE, as the tables' owner.
+    Owner(String),
+    /// Tenant rows written as `ddms_app` bound to the tenant, in a transaction of their
+    /// own (the field-value rows of a type's committed records).
+    Tenant {
+        tenant: Uuid,
+        actor: String,
+        sql: Sql,
+    },
+}
+
+/// The builder's work list.
+#[derive(Default)]
+struct Queue {
+    /// Tenant writes: in the order queued, before any owner statement.
+    writes: VecDeque<Task>,
+    /// Owner statements, taken from the end (sorted: largest last).
+    owner: Vec<Task>,
+    /// Tables a running tenant write fills: no owner statement (an ANALYZE would sample
+    /// half the rows) runs on them meanwhile.
+    filling: Vec<String>,
+    /// Live workers.
+    live: usize,
+}
 
 #[derive(Default)]
 struct BuilderState {
-    /// Queued statements, and the number of live workers.
-    queue: parking_lot::Mutex<(Vec<Task>, usize)>,
+    queue: parking_lot::Mutex<Queue>,
     failed: std::sync::atomic::AtomicBool,
     first_err: parking_lot::Mutex<Option<Error>>,
 }
@@ -2492,11 +2591,17 @@ impl Builder {
     fn add(&mut self, tasks: Vec<Task>, workers: usize) {
         let live = {
             let mut q = self.state.queue.lock();
-            q.0.extend(tasks);
-            // Popped from the end: largest last.
-            q.0.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
-            let live = q.1;
-            q.1 = q.1.max(workers);
+            for t in tasks {
+                match t.work {
+                    Work::Tenant { .. } => q.writes.push_back(t),
+                    Work::Owner(_) => q.owner.push(t),
+                }
+            }
+            // Taken from the end: largest last.
+            q.owner
+                .sort_by(|a, b| a.rows.cmp(&b.rows).then_with(|| b.name.cmp(&a.name)));
+            let live = q.live;
+            q.live = q.live.max(workers);
             live
         };
         for _ in live..workers {
@@ -2535,7 +2640,7 @@ fn build_worker(url: &str, settings: &str, state: &BuilderState) {
             .failed
             .store(true, std::sync::atomic::Ordering::SeqCst);
         state.first_err.lock().get_or_insert(e);
-        state.queue.lock().1 -= 1;
+        state.queue.lock().live -= 1;
     };
     let mut conn = match PgConnection::establish(url) {
         Ok(c) => c,
@@ -2549,24 +2654,45 @@ fn build_worker(url: &str, settings: &str, state: &BuilderState) {
         let task = {
             let mut q = state.queue.lock();
             if state.failed.load(std::sync::atomic::Ordering::SeqCst) {
-                q.1 -= 1;
+                q.live -= 1;
                 return;
             }
-            match q.0.pop() {
-                Some(t) => t,
-                None => {
-                    // Counted out under the lock, so `add` starts a new worker if needed.
-                    q.1 -= 1;
-                    return;
-                }
+            if let Some(t) = q.writes.pop_front() {
+                q.filling.push(t.table.clone());
+                t
+            } else if let Some(i) = q.owner.iter().rposition(|t| !q.filling.contains(&t.table)) {
+                q.owner.remove(i)
+            } else if q.owner.is_empty() {
+                // Counted out under the lock, so `add` starts a new worker if needed.
+                q.live -= 1;
+                return;
+            } else {
+                // Only statements on tables another worker is filling: wait for it.
+                drop(q);
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
         };
-        let (_, name, sql) = task;
         let t = Instant::now();
-        if let Err(e) = conn.batch_execute(&sql) {
-            return fail(rebuild_error(&name, e));
+        let done = match &task.work {
+            Work::Owner(sql) => conn
+                .batch_execute(sql)
+                .map_err(|e| rebuild_error(&task.name, e)),
+            Work::Tenant { tenant, actor, sql } => conn
+                .transaction(|c| {
+                    c.batch_execute("SET LOCAL ROLE ddms_app")?;
+                    crate::pool::set_scope(c, Some(*tenant), actor, true)?;
+                    sql.query().execute(c).map(|_| ())
+                })
+                .map_err(db(&task.name)),
+        };
+        if matches!(task.work, Work::Tenant { .. }) {
+            state.queue.lock().filling.retain(|t| *t != task.table);
         }
-        tracing::debug!(%name, elapsed = ?t.elapsed(), "built");
+        if let Err(e) = done {
+            return fail(e);
+        }
+        tracing::debug!(name = %task.name, elapsed = ?t.elapsed(), "built");
     }
 }
 

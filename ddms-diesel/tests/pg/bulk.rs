@@ -417,6 +417,47 @@ fn feed(url: &str, tenant: Uuid) -> Vec<EventRow> {
     .unwrap()
 }
 
+/// Every field-value row of the tenant as (field name, record, value, uniq), sorted.
+fn fv_content(url: &str, tenant: Uuid) -> Vec<(String, String, Option<String>, bool)> {
+    #[derive(QueryableByName)]
+    struct Fv {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Text)]
+        record: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        v: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        uniq: bool,
+    }
+    let mut c = PgConnection::establish(url).unwrap();
+    c.batch_execute("SET ROLE ddms_app").unwrap();
+    let tables = [
+        "fv_text", "fv_int", "fv_float", "fv_bool", "fv_date", "fv_ts", "fv_uuid",
+    ];
+    let union = tables
+        .iter()
+        .map(|t| format!("SELECT field_id, record_id, v::text AS v, uniq FROM {t}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows: Vec<Fv> = c
+        .transaction::<_, diesel::result::Error, _>(|c| {
+            diesel::sql_query(format!(
+                "SELECT set_config('ddms.tenant_id', '{tenant}', true)"
+            ))
+            .execute(c)?;
+            diesel::sql_query(format!(
+                "SELECT f.name, x.record_id::text AS record, x.v, x.uniq FROM ({union}) x \
+                 JOIN fields f ON f.id = x.field_id ORDER BY 1, 2"
+            ))
+            .load(c)
+        })
+        .unwrap();
+    rows.into_iter()
+        .map(|r| (r.name, r.record, r.v, r.uniq))
+        .collect()
+}
+
 /// The payloads of the tenant's `bulk.loaded` events, in feed order, as the app role.
 fn summaries(url: &str, tenant: Uuid) -> Vec<serde_json::Value> {
     #[derive(QueryableByName)]
@@ -543,6 +584,9 @@ fn a_replacing_load_swaps_in_tables_identical_to_the_live_ones() {
                 "{table}"
             );
         }
+        let field_values = fv_content(&url, tenant);
+        assert_eq!(field_values.len(), 900, "3 indexed fields x 300 items");
+        assert_eq!(field_values, fv_content(&url2, tenant));
         let (mine, theirs) = (feed(&url, tenant), feed(&url2, tenant));
         assert_eq!(mine, theirs, "{events:?}");
         if events == BulkEvents::Summary {
