@@ -2051,49 +2051,91 @@ impl BulkLoad {
         } else {
             None
         };
-        for (f, field_id) in ty.fields.iter().zip(field_ids) {
-            let Some(class) = f.kind.value_class().filter(|_| f.has_index()) else {
-                continue;
-            };
-            let (table, cast) = crate::sql::class_table(class);
-            let mut s = Sql::new();
-            let t = s.param(Bind::Uuid(self.tenant));
-            let fid = s.param(Bind::Uuid(field_id));
-            let key = s.param(Bind::Text(f.name.to_string()));
-            let uniq = s.param(Bind::Bool(f.unique));
-            let from = match &deferred {
-                Some(xid) => {
-                    let ty_id = s.param(Bind::Uuid(ty.id));
-                    let xid = s.param(Bind::Text(xid.clone()));
-                    format!(
-                        "{SHADOW_SCHEMA}.records s WHERE s.entity_type_id = {ty_id} AND s.xmin = xid({xid}::xid8)"
-                    )
-                }
-                None => "ddms_stage_records s".to_string(),
-            };
-            // Exactly the trigger's expression (`ddms_records_inserted`).
-            s.push(&format!(
-                "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) \
-                 SELECT {t}, {fid}, s.id, (s.data->>{key})::{cast}, {uniq} FROM {from}"
-            ));
-            if deferred.is_some() {
-                let task = Task {
-                    rows: n,
-                    table: table.to_string(),
-                    name: format!("field values of {}.{}", ty.name, f.name),
-                    work: Work::Tenant {
-                        tenant: self.tenant,
-                        actor: self.actor.clone(),
-                        sql: s,
-                    },
-                };
-                self.shadow_mut()?.derived.push(task);
-            } else {
+        // (field, field id, table, cast) of every indexed field, in field order.
+        let indexed: Vec<_> = ty
+            .fields
+            .iter()
+            .zip(field_ids)
+            .filter_map(|(f, id)| {
+                let class = f.kind.value_class().filter(|_| f.has_index())?;
+                let (table, cast) = crate::sql::class_table(class);
+                Some((f, id, table, cast))
+            })
+            .collect();
+        for (_, _, table, _) in &indexed {
+            self.count_rows(table, n)?;
+        }
+        let Some(xid) = deferred else {
+            for (f, field_id, table, cast) in &indexed {
+                let mut s = Sql::new();
+                let t = s.param(Bind::Uuid(self.tenant));
+                let fid = s.param(Bind::Uuid(*field_id));
+                let key = s.param(Bind::Text(f.name.to_string()));
+                let uniq = s.param(Bind::Bool(f.unique));
+                // Exactly the trigger's expression (`ddms_records_inserted`).
+                s.push(&format!(
+                    "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) \
+                     SELECT {t}, {fid}, s.id, (s.data->>{key})::{cast}, {uniq} FROM ddms_stage_records s"
+                ));
                 s.query()
                     .execute(&mut self.conn)
                     .map_err(db(&format!("field values of {}", f.name)))?;
             }
-            self.count_rows(table, n)?;
+            return self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range);
+        };
+        if !indexed.is_empty() {
+            // One statement for the step: one scan of its records extracts every indexed
+            // value (the trigger's `data->>name`, cast the same way below), and one
+            // INSERT per table writes them, field after field.
+            let mut s = Sql::new();
+            let t = s.param(Bind::Uuid(self.tenant));
+            let ty_id = s.param(Bind::Uuid(ty.id));
+            let xid = s.param(Bind::Text(xid));
+            let mut values = String::new();
+            let mut inserts: Vec<(&str, Vec<String>)> = Vec::new();
+            for (i, (f, field_id, table, cast)) in indexed.iter().enumerate() {
+                let key = s.param(Bind::Text(f.name.to_string()));
+                let fid = s.param(Bind::Uuid(*field_id));
+                let uniq = s.param(Bind::Bool(f.unique));
+                values.push_str(&format!(", r.data->>{key} AS v{i}"));
+                let select = format!("SELECT {t}, {fid}, s.id, s.v{i}::{cast}, {uniq} FROM s");
+                match inserts.iter_mut().find(|(tb, _)| tb == table) {
+                    Some((_, selects)) => selects.push(select),
+                    None => inserts.push((table, vec![select])),
+                }
+            }
+            let materialized = if indexed.len() > 1 {
+                " MATERIALIZED"
+            } else {
+                ""
+            };
+            let mut sql = format!(
+                "WITH s AS{materialized} (SELECT r.id{values} FROM {SHADOW_SCHEMA}.records r \
+                 WHERE r.entity_type_id = {ty_id} AND r.xmin = xid({xid}::xid8))"
+            );
+            let insert = |(table, selects): &(&str, Vec<String>)| {
+                format!(
+                    "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) {}",
+                    selects.join(" UNION ALL ")
+                )
+            };
+            for (i, w) in inserts.iter().enumerate().skip(1) {
+                sql.push_str(&format!(", w{i} AS ({})", insert(w)));
+            }
+            sql.push(' ');
+            sql.push_str(&insert(&inserts[0]));
+            s.push(&sql);
+            let task = Task {
+                rows: n,
+                tables: inserts.iter().map(|(t, _)| t.to_string()).collect(),
+                name: format!("field values of {}", ty.name),
+                work: Work::Tenant {
+                    tenant: self.tenant,
+                    actor: self.actor.clone(),
+                    sql: s,
+                },
+            };
+            self.shadow_mut()?.derived.push(task);
         }
         self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range)
     }
@@ -2172,9 +2214,10 @@ impl BulkLoad {
 
     fn index_settings(&self) -> Result<String> {
         Ok(format!(
-            "SET maintenance_work_mem = {}; SET max_parallel_maintenance_workers = {}; \
+            "SET maintenance_work_mem = {}; SET work_mem = {}; SET max_parallel_maintenance_workers = {}; \
              SET synchronous_commit = off; SET statement_timeout = 0",
             quote_setting(&self.opts.maintenance_work_mem)?,
+            quote_setting(&self.opts.work_mem)?,
             self.opts.index_workers
         ))
     }
@@ -2244,7 +2287,7 @@ impl BulkLoad {
             .into_iter()
             .map(|(table, name, sql)| Task {
                 rows: sh.rows.get(&table).copied().unwrap_or(0),
-                table,
+                tables: vec![table],
                 name,
                 work: Work::Owner(sql),
             })
@@ -2256,7 +2299,7 @@ impl BulkLoad {
                     sh.analyzed.push(t.to_string());
                     tasks.push(Task {
                         rows: 0,
-                        table: t.to_string(),
+                        tables: vec![t.to_string()],
                         name: format!("analyze {t}"),
                         work: Work::Owner(format!("ANALYZE {SHADOW_SCHEMA}.{t}")),
                     });
@@ -2511,8 +2554,8 @@ struct Builder {
 struct Task {
     /// Rows of its table (the larger builds go first).
     rows: u64,
-    /// The shadow table it builds or fills.
-    table: String,
+    /// The shadow tables it builds or fills.
+    tables: Vec<String>,
     /// For progress and errors.
     name: String,
     work: Work,
@@ -2641,9 +2684,13 @@ fn build_worker(url: &str, settings: &str, state: &BuilderState) {
                 return;
             }
             if let Some(t) = q.writes.pop_front() {
-                q.filling.push(t.table.clone());
+                q.filling.extend(t.tables.iter().cloned());
                 t
-            } else if let Some(i) = q.owner.iter().rposition(|t| !q.filling.contains(&t.table)) {
+            } else if let Some(i) = q
+                .owner
+                .iter()
+                .rposition(|t| !t.tables.iter().any(|x| q.filling.contains(x)))
+            {
                 q.owner.remove(i)
             } else if q.owner.is_empty() {
                 // Counted out under the lock, so `add` starts a new worker if needed.
@@ -2670,7 +2717,12 @@ fn build_worker(url: &str, settings: &str, state: &BuilderState) {
                 .map_err(db(&task.name)),
         };
         if matches!(task.work, Work::Tenant { .. }) {
-            state.queue.lock().filling.retain(|t| *t != task.table);
+            let mut q = state.queue.lock();
+            for t in &task.tables {
+                if let Some(i) = q.filling.iter().position(|x| x == t) {
+                    q.filling.swap_remove(i);
+                }
+            }
         }
         if let Err(e) = done {
             return fail(e);

@@ -813,3 +813,54 @@ fn another_tenant_writing_during_a_replacing_load_stops_the_swap() {
     assert!(store.get_tenant(TenantId(tenant)).is_err());
     assert!(!shadow_schema_exists(&url));
 }
+
+#[test]
+fn field_values_of_several_fields_per_table_match_the_triggers() {
+    // Two indexed text fields share fv_text, a third field has its own table, and one
+    // value is missing: the replacing load derives them in one statement per copy.
+    let ty_def = serde_json::from_value::<NewEntityType>(json!({
+        "name": "pair",
+        "fields": [
+            {"name": "a", "kind": "text", "indexed": true},
+            {"name": "when", "kind": "datetime", "indexed": true},
+            {"name": "b", "kind": "text", "unique": true}
+        ]
+    }))
+    .unwrap()
+    .check()
+    .unwrap();
+    let tenant = Uuid::new_v4();
+    let load_pairs = |load: &mut BulkLoad| {
+        let ty = load.create_entity_type(&ty_def).unwrap();
+        for (start, end) in [(0u64, 40u64), (40, 70)] {
+            let mut enc = RecordEncoder::new(&ty);
+            for i in start..end {
+                let data = if i % 7 == 3 {
+                    json!({"b": format!("b{i}")})
+                } else {
+                    json!({"a": format!("a{}", i % 5), "when": format!("2026-01-{:02}T10:00:00.5+02:00", 1 + i % 28), "b": format!("b{i}")})
+                };
+                enc.push(id(i), &data).unwrap();
+            }
+            assert_eq!(
+                load.copy_records(&ty, [Ok(enc.take())]).unwrap(),
+                end - start
+            );
+        }
+    };
+    let (url, _) = fresh();
+    let opts = BulkOptions::default();
+    let mut load = BulkLoad::replace(&url, tenant, "Pairs", "loader", &opts).unwrap();
+    assert_eq!(load.index_path(), &IndexPath::Swapped { connections: 2 });
+    load_pairs(&mut load);
+    load.commit().unwrap();
+    let (url2, _) = fresh();
+    let mut old = BulkLoad::begin(&url2, tenant, "loader", &opts).unwrap();
+    old.reset_tenant("Pairs").unwrap();
+    load_pairs(&mut old);
+    old.commit().unwrap();
+    let mine = fv_content(&url, tenant);
+    assert_eq!(mine.len(), 3 * 70);
+    assert_eq!(mine.iter().filter(|r| r.2.is_none()).count(), 2 * 10);
+    assert_eq!(mine, fv_content(&url2, tenant));
+}
