@@ -408,14 +408,6 @@ fn predicates_in(f: &CheckedFilter) -> usize {
     }
 }
 
-/// The bind of the name of a target (a user field: the checked filter's shared name).
-fn name_bind(target: &Target) -> Bind {
-    match target {
-        Target::Field { name, .. } => Bind::Name(name.clone()),
-        Target::System(s) => Bind::Text(sys_name(*s).to_string()),
-    }
-}
-
 /// Appends `$n` (digits written directly: `write!` costs more than the rest of a
 /// predicate's text).
 #[inline]
@@ -530,6 +522,56 @@ impl<'a> Compiler<'a> {
         placeholder(out, n);
     }
 
+    /// Adds the bind `make` builds; returns its number. `extend` makes room before it
+    /// calls `make`, whose bind is then written straight into the list. A bind built
+    /// first and then pushed was kept on the stack across the push's growth check,
+    /// written there in pieces (the variants hold their values at offsets 1, 4 and 8)
+    /// and read back whole right after: a store-forwarding stall per bind.
+    #[inline(always)]
+    fn bind_with(&mut self, make: impl FnOnce() -> Bind) -> usize {
+        self.sql.binds.extend(std::iter::once_with(make));
+        self.sql.binds.len()
+    }
+
+    /// Adds the bind of an operand; returns its number (each variant built by a
+    /// [`Compiler::bind_with`] of its own).
+    #[inline(always)]
+    fn scalar_n(&mut self, s: &Scalar) -> usize {
+        match s {
+            Scalar::Text(v) => self.bind_with(|| Bind::Str(v.clone())),
+            Scalar::Int(v) => self.bind_with(|| Bind::Int(*v)),
+            Scalar::Float(v) => self.bind_with(|| Bind::Float(*v)),
+            Scalar::Bool(v) => self.bind_with(|| Bind::Bool(*v)),
+            Scalar::Date(v) => self.bind_with(|| Bind::Date(*v)),
+            Scalar::Datetime(v) => self.bind_with(|| Bind::Ts(*v)),
+            Scalar::Uuid(v) => self.bind_with(|| Bind::Uuid(*v)),
+        }
+    }
+
+    /// [`Compiler::scalar_n`], appending its placeholder to `out`.
+    #[inline(always)]
+    fn scalar_into(&mut self, out: &mut String, s: &Scalar) {
+        let n = self.scalar_n(s);
+        placeholder(out, n);
+    }
+
+    /// Adds the array bind of `values` (of class `class`) and appends its placeholder.
+    #[inline(always)]
+    fn array_into(&mut self, out: &mut String, class: ValueClass, values: &[Scalar]) {
+        let n = self.bind_with(|| Bind::array(class, values));
+        placeholder(out, n);
+    }
+
+    /// Adds the bind of the name of a target (a user field: the checked filter's shared
+    /// name); returns its number.
+    #[inline(always)]
+    fn name_n(&mut self, target: &Target) -> usize {
+        match target {
+            Target::Field { name, .. } => self.bind_with(|| Bind::Name(name.clone())),
+            Target::System(s) => self.bind_with(|| Bind::Text(sys_name(*s).to_string())),
+        }
+    }
+
     fn json_expr(&mut self, alias: &str, name: &str, class: ValueClass) -> String {
         let key = self.bind_n(Bind::Text(name.to_string()));
         let mut out = String::with_capacity(40);
@@ -546,7 +588,7 @@ impl<'a> Compiler<'a> {
                 Some(a) => a,
                 None => {
                     let class = kind.value_class().unwrap_or(ValueClass::Text);
-                    let key = self.bind_n(Bind::Name(name.clone()));
+                    let key = self.bind_with(|| Bind::Name(name.clone()));
                     Access::Json { key, class }
                 }
             },
@@ -560,7 +602,7 @@ impl<'a> Compiler<'a> {
             Target::System(s) => Access::Column(*s),
             Target::Field { name, kind, .. } => {
                 let class = kind.value_class().unwrap_or(ValueClass::Text);
-                let key = self.bind_n(Bind::Name(name.clone()));
+                let key = self.bind_with(|| Bind::Name(name.clone()));
                 Access::Json { key, class }
             }
         }
@@ -662,7 +704,7 @@ impl<'a> Compiler<'a> {
         from: &'static str,
         field_id: FieldId,
     ) {
-        let f = self.bind_n(Bind::Uuid(Uuid::from_u128(field_id)));
+        let f = self.bind_with(|| Bind::Uuid(Uuid::from_u128(field_id)));
         out.push_str(alias);
         out.push_str(test);
         out.push_str(from);
@@ -694,11 +736,11 @@ impl<'a> Compiler<'a> {
         alias: &str,
         from: &'static str,
         field_id: FieldId,
-        v: Bind,
+        v: &Scalar,
     ) {
         self.fv_lookup(out, alias, ".id = ", from, field_id);
         out.push_str("x.uniq AND x.v = ");
-        self.param_into(out, v);
+        self.scalar_into(out, v);
         out.push_str(" LIMIT 1)");
     }
 
@@ -759,14 +801,14 @@ impl<'a> Compiler<'a> {
                 match route {
                     Access::Index { from, field_id } if top && is_eq && self.unique(target) => {
                         self.unique_lookups += 1;
-                        self.via_unique(out, alias, from, field_id, Bind::scalar(value));
+                        self.via_unique(out, alias, from, field_id, value);
                     }
                     Access::Index { from, field_id } => {
                         self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v ");
                             out.push_str(op);
                             out.push(' ');
-                            me.param_into(out, Bind::scalar(value));
+                            me.scalar_into(out, value);
                         })
                     }
                     // Plain comparisons: system columns are never null, and a joined
@@ -778,7 +820,7 @@ impl<'a> Compiler<'a> {
                         out.push(' ');
                         out.push_str(op);
                         out.push(' ');
-                        self.param_into(out, Bind::scalar(value));
+                        self.scalar_into(out, value);
                         out.push(')');
                     }
                     ref a @ Access::Json { .. } => {
@@ -787,7 +829,7 @@ impl<'a> Compiler<'a> {
                         out.push(' ');
                         out.push_str(op);
                         out.push(' ');
-                        self.param_into(out, Bind::scalar(value));
+                        self.scalar_into(out, value);
                         out.push_str(", false)");
                     }
                 }
@@ -798,7 +840,6 @@ impl<'a> Compiler<'a> {
                 values,
             } => {
                 let class = target.class().unwrap_or(ValueClass::Text);
-                let arr = Bind::array(class, values);
                 let (test, close) = if *negated {
                     (" <> ALL(", ")")
                 } else {
@@ -814,7 +855,7 @@ impl<'a> Compiler<'a> {
                         self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v");
                             out.push_str(test);
-                            me.param_into(out, arr);
+                            me.array_into(out, class, values);
                             out.push_str(close);
                         })
                     }
@@ -822,7 +863,7 @@ impl<'a> Compiler<'a> {
                         out.push('(');
                         self.render(out, alias, a);
                         out.push_str(test);
-                        self.param_into(out, arr);
+                        self.array_into(out, class, values);
                         out.push_str(close);
                         out.push(')');
                     }
@@ -830,7 +871,7 @@ impl<'a> Compiler<'a> {
                         out.push_str("COALESCE(");
                         self.render(out, alias, a);
                         out.push_str(test);
-                        self.param_into(out, arr);
+                        self.array_into(out, class, values);
                         out.push_str(close);
                         out.push_str(", false)");
                     }
@@ -852,7 +893,8 @@ impl<'a> Compiler<'a> {
                         out.push('(');
                         self.render(out, alias, &a);
                         out.push_str(" >= ");
-                        self.param_into(out, Bind::Str(value.clone()));
+                        let n = self.bind_with(|| Bind::Str(value.clone()));
+                        placeholder(out, n);
                         out.push_str(" AND ");
                         self.render(out, alias, &a);
                         out.push_str(" < ");
@@ -862,14 +904,15 @@ impl<'a> Compiler<'a> {
                     (Some(Access::Index { from, field_id }), Some(upper)) => {
                         self.via_index(out, alias, from, field_id, |me, out| {
                             out.push_str("x.v >= ");
-                            me.param_into(out, Bind::Str(value.clone()));
+                            let n = me.bind_with(|| Bind::Str(value.clone()));
+                            placeholder(out, n);
                             out.push_str(" AND x.v < ");
                             me.param_into(out, upper);
                         })
                     }
                     _ => {
-                        let k = self.bind_n(name_bind(target));
-                        let v = self.bind_n(Bind::Str(value.clone()));
+                        let k = self.name_n(target);
+                        let v = self.bind_with(|| Bind::Str(value.clone()));
                         let field = |out: &mut String| {
                             out.push_str(alias);
                             out.push_str(".data->>");
@@ -891,7 +934,7 @@ impl<'a> Compiler<'a> {
                                 out.push_str("), false)");
                             }
                             TextOp::EndsWith => {
-                                let n = self.bind_n(Bind::Int4(value.chars().count() as i32));
+                                let n = self.bind_with(|| Bind::Int4(value.chars().count() as i32));
                                 out.push_str("COALESCE(right(");
                                 field(out);
                                 out.push_str(", ");
@@ -912,8 +955,8 @@ impl<'a> Compiler<'a> {
                     } => ddms_core::field::scalar_class(*k),
                     _ => ValueClass::Text,
                 };
-                let k = self.bind_n(name_bind(target));
-                let v = self.bind_n(Bind::scalar(value));
+                let k = self.name_n(target);
+                let v = self.scalar_n(value);
                 out.push_str(
                     "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(",
                 );
@@ -941,7 +984,7 @@ impl<'a> Compiler<'a> {
                 negated,
                 value,
             } => {
-                let k = self.bind_n(name_bind(target));
+                let k = self.name_n(target);
                 let v = self.bind_n(Bind::Json(value.clone()));
                 out.push_str("COALESCE(");
                 out.push_str(alias);
@@ -952,7 +995,7 @@ impl<'a> Compiler<'a> {
                 out.push_str(", false)");
             }
             CheckedFilter::IsNull { target, is_null } => {
-                let k = self.bind_n(name_bind(target));
+                let k = self.name_n(target);
                 out.push('(');
                 out.push_str(alias);
                 out.push_str(".data->");
@@ -983,7 +1026,7 @@ impl<'a> Compiler<'a> {
                 } else {
                     (".source_id", ".target_id")
                 };
-                let n = self.bind_n(Bind::Name(relation_type.clone()));
+                let n = self.bind_with(|| Bind::Name(relation_type.clone()));
                 // EXISTS (SELECT 1 FROM relations {e} JOIN records {o} ON {o}.tenant_id =
                 // {e}.tenant_id AND {o}.id = {e}.{there} WHERE {e}.tenant_id = {t} AND
                 // {e}.{here} = {alias}.id AND {e}.relation_type_id = (SELECT rt.id FROM
