@@ -240,43 +240,73 @@ pub fn class_tag(c: ValueClass) -> &'static str {
     }
 }
 
-/// `(SELECT x.record_id FROM <fv> x WHERE x.tenant_id = $1 AND x.field_id = `: the
-/// opening of a subquery on the field-value table of class `c` (see [`class_table`]),
-/// written in one piece. `$1` is [`TENANT`].
-fn fv_select(c: ValueClass) -> &'static str {
-    macro_rules! select {
-        ($table:literal) => {
-            concat!(
-                "(SELECT x.record_id FROM ",
-                $table,
-                " x WHERE x.tenant_id = $1 AND x.field_id = "
-            )
-        };
-    }
+/// `(SELECT x.record_id FROM <table> x WHERE x.tenant_id = $1 AND x.field_id = `.
+macro_rules! fv_select_sql {
+    ($table:literal) => {
+        concat!(
+            "(SELECT x.record_id FROM ",
+            $table,
+            " x WHERE x.tenant_id = $1 AND x.field_id = "
+        )
+    };
+}
+
+/// Appends `(SELECT x.record_id FROM <fv> x WHERE x.tenant_id = $1 AND x.field_id = `:
+/// the opening of a subquery on the field-value table of class `c` (see
+/// [`class_table`]), in one piece, a literal for each class (see [`push_alias`]). `$1`
+/// is [`TENANT`].
+#[inline(always)]
+fn push_fv_select(out: &mut String, c: ValueClass) {
     match c {
-        ValueClass::Text => select!("fv_text"),
-        ValueClass::Integer => select!("fv_int"),
-        ValueClass::Number => select!("fv_float"),
-        ValueClass::Boolean => select!("fv_bool"),
-        ValueClass::Date => select!("fv_date"),
-        ValueClass::Datetime => select!("fv_ts"),
-        ValueClass::Uuid => select!("fv_uuid"),
+        ValueClass::Text => out.push_str(fv_select_sql!("fv_text")),
+        ValueClass::Integer => out.push_str(fv_select_sql!("fv_int")),
+        ValueClass::Number => out.push_str(fv_select_sql!("fv_float")),
+        ValueClass::Boolean => out.push_str(fv_select_sql!("fv_bool")),
+        ValueClass::Date => out.push_str(fv_select_sql!("fv_date")),
+        ValueClass::Datetime => out.push_str(fv_select_sql!("fv_ts")),
+        ValueClass::Uuid => out.push_str(fv_select_sql!("fv_uuid")),
     }
 }
 
 /// `((alias.data->>$key) COLLATE "C")` or `((alias.data->>$key)::type)`.
 fn render_json(out: &mut String, alias: &str, key: usize, class: ValueClass) {
     out.push_str("((");
-    out.push_str(alias);
+    push_alias(out, alias);
     out.push_str(".data->>");
     placeholder(out, key);
+    // Each ending a constant (see `push_alias`); the casts are `class_table`'s.
     match class {
         ValueClass::Text => out.push_str(") COLLATE \"C\")"),
-        c => {
-            out.push_str(")::");
-            out.push_str(class_table(c).1);
-            out.push(')');
-        }
+        ValueClass::Integer => out.push_str(")::bigint)"),
+        ValueClass::Number => out.push_str(")::float8)"),
+        ValueClass::Boolean => out.push_str(")::boolean)"),
+        ValueClass::Date => out.push_str(")::date)"),
+        ValueClass::Datetime => out.push_str(")::timestamptz)"),
+        ValueClass::Uuid => out.push_str(")::uuid)"),
+    }
+}
+
+/// Appends the alias `alias`: a one-letter alias (the queried records' `r`) as a
+/// character. A string whose length is only known at run time is copied with a call to
+/// `memcpy`, a literal with a store or two.
+#[inline(always)]
+fn push_alias(out: &mut String, alias: &str) {
+    match alias.as_bytes() {
+        [c] if c.is_ascii() => out.push(char::from(*c)),
+        _ => out.push_str(alias),
+    }
+}
+
+/// Appends ` <op> ` (each a literal, see [`push_alias`]).
+#[inline(always)]
+fn push_cmp(out: &mut String, op: CmpOp) {
+    match op {
+        CmpOp::Eq => out.push_str(" = "),
+        CmpOp::Ne => out.push_str(" <> "),
+        CmpOp::Lt => out.push_str(" < "),
+        CmpOp::Lte => out.push_str(" <= "),
+        CmpOp::Gt => out.push_str(" > "),
+        CmpOp::Gte => out.push_str(" >= "),
     }
 }
 
@@ -303,10 +333,9 @@ enum Access {
     /// The joined field-value table column `sN.v` of sort join `N`, for sorted indexed
     /// fields.
     Joined(usize),
-    /// Through the field-value index table, as a semi-join (`from`: [`fv_select`] of
-    /// its class).
+    /// Through the field-value index table of its class, as a semi-join.
     Index {
-        from: &'static str,
+        class: ValueClass,
         field_id: FieldId,
     },
     /// Typed extraction from `data`; the field name is bind `$key` (nullable).
@@ -371,17 +400,6 @@ fn sys_name(s: SysField) -> &'static str {
 
 fn sys_column(alias: &str, s: SysField) -> String {
     format!("{alias}.{}", sys_name(s))
-}
-
-fn cmp_sql(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "=",
-        CmpOp::Ne => "<>",
-        CmpOp::Lt => "<",
-        CmpOp::Lte => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Gte => ">=",
-    }
 }
 
 /// The number of predicates (`related` included) in `f`.
@@ -622,7 +640,8 @@ impl<'a> Compiler<'a> {
             return None;
         };
         let class = kind.value_class()?;
-        if top {
+        // Sort joins exist only while compiling a sorted query.
+        if top && !self.joins.is_empty() {
             if let Some(i) = self
                 .joins
                 .iter()
@@ -636,10 +655,7 @@ impl<'a> Compiler<'a> {
         }
         let field_id = self.ready_index(type_id, name)?;
         self.index_subqueries += 1;
-        Some(Access::Index {
-            from: fv_select(class),
-            field_id,
-        })
+        Some(Access::Index { class, field_id })
     }
 
     /// [`IndexLookup::ready_index`], asked once per field and compilation.
@@ -666,7 +682,7 @@ impl<'a> Compiler<'a> {
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
         match a {
             Access::Column(s) => {
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push('.');
                 out.push_str(sys_name(*s));
             }
@@ -684,30 +700,35 @@ impl<'a> Compiler<'a> {
         &mut self,
         out: &mut String,
         alias: &str,
-        from: &'static str,
+        class: ValueClass,
         field_id: FieldId,
         cond: impl FnOnce(&mut Self, &mut String),
     ) {
-        self.fv_lookup(out, alias, ".id IN ", from, field_id);
+        self.fv_lookup(out, alias, false, class, field_id);
         cond(self, out);
         out.push(')');
     }
 
-    /// `alias<test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND ` (`test`
-    /// is `.id IN ` or `.id = `, `from` a [`fv_select`]): the opening shared by
-    /// [`Compiler::via_index`] and [`Compiler::via_unique`].
+    /// `alias.id IN (SELECT x.record_id FROM <fv> x WHERE tenant AND field AND ` (`.id =
+    /// ` for a `unique` lookup; `<fv>` the table of `class`, see [`push_fv_select`]): the
+    /// opening shared by [`Compiler::via_index`] and [`Compiler::via_unique`].
+    #[inline(always)]
     fn fv_lookup(
         &mut self,
         out: &mut String,
         alias: &str,
-        test: &str,
-        from: &'static str,
+        unique: bool,
+        class: ValueClass,
         field_id: FieldId,
     ) {
         let f = self.bind_with(|| Bind::Uuid(Uuid::from_u128(field_id)));
-        out.push_str(alias);
-        out.push_str(test);
-        out.push_str(from);
+        push_alias(out, alias);
+        if unique {
+            out.push_str(".id = ");
+        } else {
+            out.push_str(".id IN ");
+        }
+        push_fv_select(out, class);
         placeholder(out, f);
         out.push_str(" AND ");
     }
@@ -734,11 +755,11 @@ impl<'a> Compiler<'a> {
         &mut self,
         out: &mut String,
         alias: &str,
-        from: &'static str,
+        class: ValueClass,
         field_id: FieldId,
         v: &Scalar,
     ) {
-        self.fv_lookup(out, alias, ".id = ", from, field_id);
+        self.fv_lookup(out, alias, true, class, field_id);
         out.push_str("x.uniq AND x.v = ");
         self.scalar_into(out, v);
         out.push_str(" LIMIT 1)");
@@ -770,15 +791,17 @@ impl<'a> Compiler<'a> {
             CheckedFilter::And(v) if v.is_empty() => out.push_str("TRUE"),
             CheckedFilter::Or(v) if v.is_empty() => out.push_str("FALSE"),
             CheckedFilter::And(v) | CheckedFilter::Or(v) => {
-                let (sep, top) = if matches!(f, CheckedFilter::And(_)) {
-                    (" AND ", top)
-                } else {
-                    (" OR ", false)
-                };
+                let and = matches!(f, CheckedFilter::And(_));
+                let top = top && and;
                 out.push('(');
                 for (i, g) in v.iter().enumerate() {
+                    // Each a literal (see `push_alias`).
                     if i > 0 {
-                        out.push_str(sep);
+                        if and {
+                            out.push_str(" AND ");
+                        } else {
+                            out.push_str(" OR ");
+                        }
                     }
                     self.filter_into(out, g, alias, type_id, top);
                 }
@@ -797,17 +820,16 @@ impl<'a> Compiler<'a> {
                     self.access(type_id, target, top)
                 };
                 let is_eq = *op == CmpOp::Eq;
-                let op = cmp_sql(*op);
+                let op = *op;
                 match route {
-                    Access::Index { from, field_id } if top && is_eq && self.unique(target) => {
+                    Access::Index { class, field_id } if top && is_eq && self.unique(target) => {
                         self.unique_lookups += 1;
-                        self.via_unique(out, alias, from, field_id, value);
+                        self.via_unique(out, alias, class, field_id, value);
                     }
-                    Access::Index { from, field_id } => {
-                        self.via_index(out, alias, from, field_id, |me, out| {
-                            out.push_str("x.v ");
-                            out.push_str(op);
-                            out.push(' ');
+                    Access::Index { class, field_id } => {
+                        self.via_index(out, alias, class, field_id, |me, out| {
+                            out.push_str("x.v");
+                            push_cmp(out, op);
                             me.scalar_into(out, value);
                         })
                     }
@@ -817,18 +839,14 @@ impl<'a> Compiler<'a> {
                     ref a @ (Access::Column(_) | Access::Joined(_)) => {
                         out.push('(');
                         self.render(out, alias, a);
-                        out.push(' ');
-                        out.push_str(op);
-                        out.push(' ');
+                        push_cmp(out, op);
                         self.scalar_into(out, value);
                         out.push(')');
                     }
                     ref a @ Access::Json { .. } => {
                         out.push_str("COALESCE(");
                         self.render(out, alias, a);
-                        out.push(' ');
-                        out.push_str(op);
-                        out.push(' ');
+                        push_cmp(out, op);
                         self.scalar_into(out, value);
                         out.push_str(", false)");
                     }
@@ -840,10 +858,13 @@ impl<'a> Compiler<'a> {
                 values,
             } => {
                 let class = target.class().unwrap_or(ValueClass::Text);
-                let (test, close) = if *negated {
-                    (" <> ALL(", ")")
-                } else {
-                    (" = ANY(", ")")
+                // Each a literal (see `push_alias`).
+                let test = |out: &mut String| {
+                    if *negated {
+                        out.push_str(" <> ALL(");
+                    } else {
+                        out.push_str(" = ANY(");
+                    }
                 };
                 let route = if *negated {
                     self.plain_access(target)
@@ -851,28 +872,28 @@ impl<'a> Compiler<'a> {
                     self.access(type_id, target, top)
                 };
                 match route {
-                    Access::Index { from, field_id } => {
-                        self.via_index(out, alias, from, field_id, |me, out| {
+                    Access::Index { class, field_id } => {
+                        self.via_index(out, alias, class, field_id, |me, out| {
                             out.push_str("x.v");
-                            out.push_str(test);
+                            test(out);
                             me.array_into(out, class, values);
-                            out.push_str(close);
+                            out.push(')');
                         })
                     }
                     ref a @ (Access::Column(_) | Access::Joined(_)) => {
                         out.push('(');
                         self.render(out, alias, a);
-                        out.push_str(test);
+                        test(out);
                         self.array_into(out, class, values);
-                        out.push_str(close);
+                        out.push(')');
                         out.push(')');
                     }
                     ref a @ Access::Json { .. } => {
                         out.push_str("COALESCE(");
                         self.render(out, alias, a);
-                        out.push_str(test);
+                        test(out);
                         self.array_into(out, class, values);
-                        out.push_str(close);
+                        out.push(')');
                         out.push_str(", false)");
                     }
                 }
@@ -901,8 +922,8 @@ impl<'a> Compiler<'a> {
                         self.param_into(out, upper);
                         out.push(')');
                     }
-                    (Some(Access::Index { from, field_id }), Some(upper)) => {
-                        self.via_index(out, alias, from, field_id, |me, out| {
+                    (Some(Access::Index { class, field_id }), Some(upper)) => {
+                        self.via_index(out, alias, class, field_id, |me, out| {
                             out.push_str("x.v >= ");
                             let n = me.bind_with(|| Bind::Str(value.clone()));
                             placeholder(out, n);
@@ -914,7 +935,7 @@ impl<'a> Compiler<'a> {
                         let k = self.name_n(target);
                         let v = self.bind_with(|| Bind::Str(value.clone()));
                         let field = |out: &mut String| {
-                            out.push_str(alias);
+                            push_alias(out, alias);
                             out.push_str(".data->>");
                             placeholder(out, k);
                         };
@@ -960,11 +981,11 @@ impl<'a> Compiler<'a> {
                 out.push_str(
                     "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(",
                 );
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(") = 'array' THEN ");
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(" END) AS e(v) WHERE ");
@@ -987,7 +1008,7 @@ impl<'a> Compiler<'a> {
                 let k = self.name_n(target);
                 let v = self.bind_n(Bind::Json(value.clone()));
                 out.push_str("COALESCE(");
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(if *negated { " <> " } else { " = " });
@@ -997,7 +1018,7 @@ impl<'a> Compiler<'a> {
             CheckedFilter::IsNull { target, is_null } => {
                 let k = self.name_n(target);
                 out.push('(');
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(if *is_null {
@@ -1052,7 +1073,7 @@ impl<'a> Compiler<'a> {
                 e(out);
                 out.push_str(here);
                 out.push_str(" = ");
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".id AND ");
                 e(out);
                 out.push_str(".relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = ");
@@ -1227,6 +1248,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_extraction_casts_to_the_class_tables_type() {
+        for c in [
+            ValueClass::Text,
+            ValueClass::Integer,
+            ValueClass::Number,
+            ValueClass::Boolean,
+            ValueClass::Date,
+            ValueClass::Datetime,
+            ValueClass::Uuid,
+        ] {
+            for (alias, key) in [("r", 2), ("o1", 17), ("o12", 345)] {
+                let mut out = String::new();
+                render_json(&mut out, alias, key, c);
+                let tail = match c {
+                    ValueClass::Text => " COLLATE \"C\"".to_string(),
+                    c => format!("::{}", class_table(c).1),
+                };
+                assert_eq!(out, format!("(({alias}.data->>${key}){tail})"));
+            }
+        }
+        for (op, sql) in [
+            (CmpOp::Eq, " = "),
+            (CmpOp::Ne, " <> "),
+            (CmpOp::Lt, " < "),
+            (CmpOp::Lte, " <= "),
+            (CmpOp::Gt, " > "),
+            (CmpOp::Gte, " >= "),
+        ] {
+            let mut out = String::new();
+            push_cmp(&mut out, op);
+            assert_eq!(out, sql);
+        }
+    }
+
+    #[test]
     fn field_value_subqueries_open_on_their_class_table() {
         for c in [
             ValueClass::Text,
@@ -1237,8 +1293,10 @@ mod tests {
             ValueClass::Datetime,
             ValueClass::Uuid,
         ] {
+            let mut out = String::new();
+            push_fv_select(&mut out, c);
             assert_eq!(
-                fv_select(c),
+                out,
                 format!(
                     "(SELECT x.record_id FROM {} x WHERE x.tenant_id = {TENANT} AND x.field_id = ",
                     class_table(c).0
