@@ -143,12 +143,12 @@ impl Target {
     }
 }
 
-/// A resolved predicate target, before it is built (a copy of two words: the checker
-/// builds the [`Target`] in its final place).
+/// A resolved predicate target, before it is built (a copy of a few words: the
+/// checker builds the [`Target`] in its final place). A field's kind is read once.
 #[derive(Clone, Copy)]
 enum Resolved<'t> {
     System(SysField),
-    Field(&'t Field),
+    Field(&'t Field, TargetKind),
 }
 
 impl<'t> Resolved<'t> {
@@ -158,7 +158,8 @@ impl<'t> Resolved<'t> {
         if let Some(s) = SysField::parse(name) {
             return Some(Resolved::System(s));
         }
-        ty.field(name).map(Resolved::Field)
+        ty.field(name)
+            .map(|f| Resolved::Field(f, TargetKind::from(&f.kind)))
     }
 
     /// The target.
@@ -166,9 +167,9 @@ impl<'t> Resolved<'t> {
     fn target(self) -> Target {
         match self {
             Resolved::System(s) => Target::System(s),
-            Resolved::Field(f) => Target::Field {
+            Resolved::Field(f, kind) => Target::Field {
                 name: f.name.clone(),
-                kind: TargetKind::from(&f.kind),
+                kind,
                 indexed: f.has_index(),
             },
         }
@@ -178,7 +179,7 @@ impl<'t> Resolved<'t> {
     fn name(self) -> &'t str {
         match self {
             Resolved::System(s) => s.as_str(),
-            Resolved::Field(f) => f.name.as_str(),
+            Resolved::Field(f, _) => f.name.as_str(),
         }
     }
 
@@ -187,7 +188,7 @@ impl<'t> Resolved<'t> {
     fn kind(self) -> Option<TargetKind> {
         match self {
             Resolved::System(_) => None,
-            Resolved::Field(f) => Some(TargetKind::from(&f.kind)),
+            Resolved::Field(_, kind) => Some(kind),
         }
     }
 
@@ -196,7 +197,7 @@ impl<'t> Resolved<'t> {
     fn class(self) -> Option<ValueClass> {
         match self {
             Resolved::System(s) => Some(s.class()),
-            Resolved::Field(f) => TargetKind::from(&f.kind).value_class(),
+            Resolved::Field(_, kind) => kind.value_class(),
         }
     }
 }
@@ -730,12 +731,64 @@ fn list(
         // through `node` (a checked filter is copied at every return).
         match f {
             Filter::Pred { field, op, value } => {
-                predicate_into(ty, field, *op, value, kp.index(i), &mut out)?
+                let at = Loc {
+                    parent: kp,
+                    index: Some(i),
+                    item: None,
+                };
+                predicate_into(ty, field, *op, value, at, &mut out)?
             }
             f => out.push(node(ty, f, schema, kp.index(i))?),
         }
     }
     Ok(out)
+}
+
+/// Where a predicate is, for error messages: its path is only built for an error
+/// (building it for every predicate cost more than the rest of its bookkeeping).
+#[derive(Clone, Copy)]
+struct Loc<'a> {
+    /// The path of the predicate, or of its `and`/`or` list.
+    parent: Path<'a>,
+    /// Its index in that list.
+    index: Option<usize>,
+    /// The operand item (of an `in` list) the error is about.
+    item: Option<usize>,
+}
+
+impl<'a> Loc<'a> {
+    /// The operand item `i`.
+    #[inline(always)]
+    fn item(self, i: usize) -> Loc<'a> {
+        Loc {
+            item: Some(i),
+            ..self
+        }
+    }
+
+    /// `f` of the predicate's path.
+    fn with<R>(self, f: impl FnOnce(Path<'_>) -> R) -> R {
+        match self.index {
+            Some(i) => f(self.parent.index(i)),
+            None => f(self.parent),
+        }
+    }
+
+    /// `<path><suffix>` (`$.and[3].op`).
+    fn at(self, suffix: &str) -> String {
+        self.with(|p| format!("{p}{suffix}"))
+    }
+
+    /// The path of the operand, or of its item (`$.and[3].value[1]`).
+    fn value(self) -> String {
+        self.with(|p| {
+            let v = p.key("value");
+            match self.item {
+                Some(i) => v.index(i).to_string(),
+                None => v.to_string(),
+            }
+        })
+    }
 }
 
 /// Where a checked predicate goes: the predicate is written in place, each part as it
@@ -779,9 +832,9 @@ fn expected(class: ValueClass) -> &'static str {
 /// `v` does not fit `class`.
 #[cold]
 #[inline(never)]
-fn wrong_operand(target: Resolved<'_>, class: ValueClass, v: &Value, path: Path<'_>) -> Error {
+fn wrong_operand(target: Resolved<'_>, class: ValueClass, v: &Value, at: Loc<'_>) -> Error {
     Error::filter(
-        path,
+        at.value(),
         format!(
             "`{}` needs {}, got {}",
             target.name(),
@@ -794,7 +847,7 @@ fn wrong_operand(target: Resolved<'_>, class: ValueClass, v: &Value, path: Path<
 /// Operator `op` does not apply to `target`.
 #[cold]
 #[inline(never)]
-fn not_for(target: Resolved<'_>, op: Op, path: Path<'_>) -> Error {
+fn not_for(target: Resolved<'_>, op: Op, at: Loc<'_>) -> Error {
     let kind = match target.kind() {
         None => if target.class() == Some(ValueClass::Uuid) {
             "uuid"
@@ -806,7 +859,7 @@ fn not_for(target: Resolved<'_>, op: Op, path: Path<'_>) -> Error {
         Some(k) => k.name().to_string(),
     };
     Error::filter(
-        format!("{path}.op"),
+        at.at(".op"),
         format!(
             "operator `{}` does not apply to `{}` ({kind})",
             op.as_str(),
@@ -818,8 +871,8 @@ fn not_for(target: Resolved<'_>, op: Op, path: Path<'_>) -> Error {
 /// An error about the operand of `op`: `op` and then `message`.
 #[cold]
 #[inline(never)]
-fn operand_error(path: Path<'_>, op: Op, message: &str) -> Error {
-    Error::filter(path, format!("`{}` {message}", op.as_str()))
+fn operand_error(at: Loc<'_>, op: Op, message: &str) -> Error {
+    Error::filter(at.value(), format!("`{}` {message}", op.as_str()))
 }
 
 /// `v` as `class` for `target`, written into `dst`.
@@ -828,38 +881,41 @@ fn operand_into(
     target: Resolved<'_>,
     class: ValueClass,
     v: &Value,
-    path: Path<'_>,
+    at: Loc<'_>,
     dst: &mut Scalar,
 ) -> Result<()> {
     if class != ValueClass::Text {
         return match dst.set_json(class, v) {
             true => Ok(()),
-            false => Err(wrong_operand(target, class, v, path)),
+            false => Err(wrong_operand(target, class, v, at)),
         };
     }
-    let t = text_operand(target, v, path)?;
+    let t = text_operand(target, v, at)?;
     dst.set_text(t);
     Ok(())
 }
 
 /// A text operand for `target` (checked on the JSON string, before it is copied).
 #[inline(always)]
-fn text_operand<'v>(target: Resolved<'_>, v: &'v Value, path: Path<'_>) -> Result<&'v str> {
+fn text_operand<'v>(target: Resolved<'_>, v: &'v Value, at: Loc<'_>) -> Result<&'v str> {
     let t = match v {
         Value::String(t) if !t.contains('\0') => t,
-        _ => return Err(wrong_operand(target, ValueClass::Text, v, path)),
+        _ => return Err(wrong_operand(target, ValueClass::Text, v, at)),
     };
     // A character is at least a byte: short texts need no count.
     if t.len() > MAX_TEXT_OPERAND && t.chars().count() > MAX_TEXT_OPERAND {
-        return Err(too_long(path));
+        return Err(too_long(at));
     }
-    if let Resolved::Field(Field {
-        kind: FieldKind::Enum(values),
-        ..
-    }) = target
+    if let Resolved::Field(
+        Field {
+            kind: FieldKind::Enum(values),
+            ..
+        },
+        _,
+    ) = target
     {
         if !values.iter().any(|e| e == t) {
-            return Err(not_in_enum(target, t, path));
+            return Err(not_in_enum(target, t, at));
         }
     }
     Ok(t)
@@ -868,9 +924,9 @@ fn text_operand<'v>(target: Resolved<'_>, v: &'v Value, path: Path<'_>) -> Resul
 /// A text operand longer than [`MAX_TEXT_OPERAND`].
 #[cold]
 #[inline(never)]
-fn too_long(path: Path<'_>) -> Error {
+fn too_long(at: Loc<'_>) -> Error {
     Error::filter(
-        path,
+        at.value(),
         format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
     )
 }
@@ -878,9 +934,9 @@ fn too_long(path: Path<'_>) -> Error {
 /// `t` is not a value of the enum `target`.
 #[cold]
 #[inline(never)]
-fn not_in_enum(target: Resolved<'_>, t: &str, path: Path<'_>) -> Error {
+fn not_in_enum(target: Resolved<'_>, t: &str, at: Loc<'_>) -> Error {
     Error::filter(
-        path,
+        at.value(),
         format!(
             "`{}` is not a value of enum `{}`",
             truncate(t, 60),
@@ -893,9 +949,9 @@ fn not_in_enum(target: Resolved<'_>, t: &str, path: Path<'_>) -> Error {
 /// checker's hot path keeps only their calls.
 #[cold]
 #[inline(never)]
-fn unknown_field(ty: &EntityType, field: &str, path: Path<'_>) -> Error {
+fn unknown_field(ty: &EntityType, field: &str, at: Loc<'_>) -> Error {
     Error::filter(
-        format!("{path}.field"),
+        at.at(".field"),
         format!("unknown field `{}` on {}", truncate(field, 60), ty.name),
     )
 }
@@ -908,7 +964,12 @@ fn predicate(
     path: Path<'_>,
 ) -> Result<CheckedFilter> {
     let mut out = None;
-    predicate_into(ty, field, op, value, path, &mut out)?;
+    let at = Loc {
+        parent: path,
+        index: None,
+        item: None,
+    };
+    predicate_into(ty, field, op, value, at, &mut out)?;
     // Always set when the predicate checks.
     Ok(out.unwrap_or(CheckedFilter::And(Vec::new())))
 }
@@ -920,23 +981,22 @@ fn predicate_into(
     field: &str,
     op: Op,
     value: &Value,
-    path: Path<'_>,
+    at: Loc<'_>,
     out: &mut impl Slots,
 ) -> Result<()> {
     let Some(r) = Resolved::new(ty, field) else {
-        return Err(unknown_field(ty, field, path));
+        return Err(unknown_field(ty, field, at));
     };
-    let vpath = path.key("value");
     let kind = r.kind();
     let class = r.class();
     let is_enum = kind == Some(TargetKind::Enum);
     match op {
         Op::IsNull | Op::Exists => {
             let Value::Bool(b) = value else {
-                return Err(operand_error(vpath, op, "needs true or false"));
+                return Err(operand_error(at, op, "needs true or false"));
             };
             if kind.is_none() {
-                return Err(not_for(r, op, path));
+                return Err(not_for(r, op, at));
             }
             let is_null = if op == Op::IsNull { *b } else { !*b };
             out.slot(|| CheckedFilter::IsNull {
@@ -946,7 +1006,7 @@ fn predicate_into(
         }
         Op::Eq | Op::Ne if kind == Some(TargetKind::Json) => {
             if crate::field::json_has_nul(value) {
-                return Err(Error::filter(vpath, "text must not contain NUL"));
+                return Err(json_nul(at));
             }
             out.slot(|| CheckedFilter::JsonEq {
                 target: r.target(),
@@ -956,10 +1016,10 @@ fn predicate_into(
         }
         Op::Eq | Op::Ne | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
             let Some(class) = class else {
-                return Err(not_for(r, op, path));
+                return Err(not_for(r, op, at));
             };
             if (class == ValueClass::Boolean || is_enum) && !matches!(op, Op::Eq | Op::Ne) {
-                return Err(not_for(r, op, path));
+                return Err(not_for(r, op, at));
             }
             let op = match op {
                 Op::Eq => CmpOp::Eq,
@@ -975,22 +1035,22 @@ fn predicate_into(
                 value: Scalar::Bool(false),
             });
             if let CheckedFilter::Compare { value: dst, .. } = slot {
-                operand_into(r, class, value, vpath, dst)?;
+                operand_into(r, class, value, at, dst)?;
             }
         }
         Op::In | Op::NotIn => {
             let Some(class) = class else {
-                return Err(not_for(r, op, path));
+                return Err(not_for(r, op, at));
             };
             let Value::Array(items) = value else {
-                return Err(operand_error(vpath, op, "needs a list of values"));
+                return Err(operand_error(at, op, "needs a list of values"));
             };
             if items.is_empty() {
-                return Err(operand_error(vpath, op, "needs a non-empty list"));
+                return Err(operand_error(at, op, "needs a non-empty list"));
             }
             if items.len() > MAX_IN_VALUES {
                 return Err(operand_error(
-                    vpath,
+                    at,
                     op,
                     &format!("lists at most {MAX_IN_VALUES} values"),
                 ));
@@ -1004,7 +1064,7 @@ fn predicate_into(
                 for (i, v) in items.iter().enumerate() {
                     values.extend(std::iter::once_with(|| Scalar::Bool(false)));
                     if let Some(dst) = values.last_mut() {
-                        operand_into(r, class, v, vpath.index(i), dst)?;
+                        operand_into(r, class, v, at.item(i), dst)?;
                     }
                 }
             }
@@ -1020,17 +1080,17 @@ fn predicate_into(
             });
             if let CheckedFilter::ListContains { value: dst, .. } = slot {
                 if !dst.set_json(item, value) {
-                    return Err(list_item_error(r, item, vpath));
+                    return Err(list_item_error(r, item, at));
                 }
             }
         }
         Op::Contains | Op::StartsWith | Op::EndsWith => {
             if class != Some(ValueClass::Text) || is_enum {
-                return Err(not_for(r, op, path));
+                return Err(not_for(r, op, at));
             }
-            let t = text_operand(r, value, vpath)?;
+            let t = text_operand(r, value, at)?;
             if t.is_empty() {
-                return Err(operand_error(vpath, op, "needs a non-empty string"));
+                return Err(operand_error(at, op, "needs a non-empty string"));
             }
             let op = match op {
                 Op::Contains => TextOp::Contains,
@@ -1050,12 +1110,19 @@ fn predicate_into(
     Ok(())
 }
 
+/// A JSON operand with a NUL in a string.
+#[cold]
+#[inline(never)]
+fn json_nul(at: Loc<'_>) -> Error {
+    Error::filter(at.value(), "text must not contain NUL")
+}
+
 /// `contains` on a list field with an operand that is not an item.
 #[cold]
 #[inline(never)]
-fn list_item_error(target: Resolved<'_>, item: ValueClass, path: Path<'_>) -> Error {
+fn list_item_error(target: Resolved<'_>, item: ValueClass, at: Loc<'_>) -> Error {
     Error::filter(
-        path,
+        at.value(),
         format!(
             "`{}` holds items that are {}",
             target.name(),
