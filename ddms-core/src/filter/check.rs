@@ -750,9 +750,8 @@ fn list(
         match f {
             Filter::Pred { field, op, value } => {
                 let at = Loc {
-                    parent: kp,
-                    index: Some(i),
-                    item: None,
+                    parent: &kp,
+                    index: i,
                 };
                 predicate_into(ty, field, *op, value, at, &mut out)?
             }
@@ -763,32 +762,25 @@ fn list(
 }
 
 /// Where a predicate is, for error messages: its path is only built for an error
-/// (building it for every predicate cost more than the rest of its bookkeeping).
+/// (building it for every predicate cost more than the rest of its bookkeeping). Two
+/// words, passed in registers.
 #[derive(Clone, Copy)]
 struct Loc<'a> {
     /// The path of the predicate, or of its `and`/`or` list.
-    parent: Path<'a>,
-    /// Its index in that list.
-    index: Option<usize>,
-    /// The operand item (of an `in` list) the error is about.
-    item: Option<usize>,
+    parent: &'a Path<'a>,
+    /// Its index in that list, or [`NO_INDEX`].
+    index: usize,
 }
 
-impl<'a> Loc<'a> {
-    /// The operand item `i`.
-    #[inline(always)]
-    fn item(self, i: usize) -> Loc<'a> {
-        Loc {
-            item: Some(i),
-            ..self
-        }
-    }
+/// No index (see [`Loc`]).
+const NO_INDEX: usize = usize::MAX;
 
+impl Loc<'_> {
     /// `f` of the predicate's path.
     fn with<R>(self, f: impl FnOnce(Path<'_>) -> R) -> R {
         match self.index {
-            Some(i) => f(self.parent.index(i)),
-            None => f(self.parent),
+            NO_INDEX => f(*self.parent),
+            i => f(self.parent.index(i)),
         }
     }
 
@@ -797,13 +789,14 @@ impl<'a> Loc<'a> {
         self.with(|p| format!("{p}{suffix}"))
     }
 
-    /// The path of the operand, or of its item (`$.and[3].value[1]`).
-    fn value(self) -> String {
+    /// The path of the operand, or of its item `item` (`$.and[3].value[1]`) unless
+    /// that is [`NO_INDEX`].
+    fn value(self, item: usize) -> String {
         self.with(|p| {
             let v = p.key("value");
-            match self.item {
-                Some(i) => v.index(i).to_string(),
-                None => v.to_string(),
+            match item {
+                NO_INDEX => v.to_string(),
+                i => v.index(i).to_string(),
             }
         })
     }
@@ -850,9 +843,15 @@ fn expected(class: ValueClass) -> &'static str {
 /// `v` does not fit `class`.
 #[cold]
 #[inline(never)]
-fn wrong_operand(target: Resolved<'_>, class: ValueClass, v: &Value, at: Loc<'_>) -> Error {
+fn wrong_operand(
+    target: &Resolved<'_>,
+    class: ValueClass,
+    v: &Value,
+    at: Loc<'_>,
+    item: usize,
+) -> Error {
     Error::filter(
-        at.value(),
+        at.value(item),
         format!(
             "`{}` needs {}, got {}",
             target.name(),
@@ -865,7 +864,7 @@ fn wrong_operand(target: Resolved<'_>, class: ValueClass, v: &Value, at: Loc<'_>
 /// Operator `op` does not apply to `target`.
 #[cold]
 #[inline(never)]
-fn not_for(target: Resolved<'_>, op: Op, at: Loc<'_>) -> Error {
+fn not_for(target: &Resolved<'_>, op: Op, at: Loc<'_>) -> Error {
     let kind = match target.kind() {
         None => if target.class() == Some(ValueClass::Uuid) {
             "uuid"
@@ -890,39 +889,45 @@ fn not_for(target: Resolved<'_>, op: Op, at: Loc<'_>) -> Error {
 #[cold]
 #[inline(never)]
 fn operand_error(at: Loc<'_>, op: Op, message: &str) -> Error {
-    Error::filter(at.value(), format!("`{}` {message}", op.as_str()))
+    Error::filter(at.value(NO_INDEX), format!("`{}` {message}", op.as_str()))
 }
 
 /// `v` as `class` for `target`, written into `dst`.
 #[inline(always)]
 fn operand_into(
-    target: Resolved<'_>,
+    target: &Resolved<'_>,
     class: ValueClass,
     v: &Value,
     at: Loc<'_>,
+    item: usize,
     dst: &mut Scalar,
 ) -> Result<()> {
     if class != ValueClass::Text {
         return match dst.set_json(class, v) {
             true => Ok(()),
-            false => Err(wrong_operand(target, class, v, at)),
+            false => Err(wrong_operand(target, class, v, at, item)),
         };
     }
-    let t = text_operand(target, v, at)?;
+    let t = text_operand(target, v, at, item)?;
     dst.set_text(t);
     Ok(())
 }
 
 /// A text operand for `target` (checked on the JSON string, before it is copied).
 #[inline(always)]
-fn text_operand<'v>(target: Resolved<'_>, v: &'v Value, at: Loc<'_>) -> Result<&'v str> {
+fn text_operand<'v>(
+    target: &Resolved<'_>,
+    v: &'v Value,
+    at: Loc<'_>,
+    item: usize,
+) -> Result<&'v str> {
     let t = match v {
         Value::String(t) if !t.contains('\0') => t,
-        _ => return Err(wrong_operand(target, ValueClass::Text, v, at)),
+        _ => return Err(wrong_operand(target, ValueClass::Text, v, at, item)),
     };
     // A character is at least a byte: short texts need no count.
     if t.len() > MAX_TEXT_OPERAND && t.chars().count() > MAX_TEXT_OPERAND {
-        return Err(too_long(at));
+        return Err(too_long(at, item));
     }
     if let Resolved::Field(
         Field {
@@ -933,7 +938,7 @@ fn text_operand<'v>(target: Resolved<'_>, v: &'v Value, at: Loc<'_>) -> Result<&
     ) = target
     {
         if !values.iter().any(|e| e == t) {
-            return Err(not_in_enum(target, t, at));
+            return Err(not_in_enum(target, t, at, item));
         }
     }
     Ok(t)
@@ -942,9 +947,9 @@ fn text_operand<'v>(target: Resolved<'_>, v: &'v Value, at: Loc<'_>) -> Result<&
 /// A text operand longer than [`MAX_TEXT_OPERAND`].
 #[cold]
 #[inline(never)]
-fn too_long(at: Loc<'_>) -> Error {
+fn too_long(at: Loc<'_>, item: usize) -> Error {
     Error::filter(
-        at.value(),
+        at.value(item),
         format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
     )
 }
@@ -952,9 +957,9 @@ fn too_long(at: Loc<'_>) -> Error {
 /// `t` is not a value of the enum `target`.
 #[cold]
 #[inline(never)]
-fn not_in_enum(target: Resolved<'_>, t: &str, at: Loc<'_>) -> Error {
+fn not_in_enum(target: &Resolved<'_>, t: &str, at: Loc<'_>, item: usize) -> Error {
     Error::filter(
-        at.value(),
+        at.value(item),
         format!(
             "`{}` is not a value of enum `{}`",
             truncate(t, 60),
@@ -983,9 +988,8 @@ fn predicate(
 ) -> Result<CheckedFilter> {
     let mut out = None;
     let at = Loc {
-        parent: path,
-        index: None,
-        item: None,
+        parent: &path,
+        index: NO_INDEX,
     };
     predicate_into(ty, field, op, value, at, &mut out)?;
     // Always set when the predicate checks.
@@ -1014,7 +1018,7 @@ fn predicate_into(
                 return Err(operand_error(at, op, "needs true or false"));
             };
             if kind.is_none() {
-                return Err(not_for(r, op, at));
+                return Err(not_for(&r, op, at));
             }
             let is_null = if op == Op::IsNull { *b } else { !*b };
             out.slot(|| CheckedFilter::IsNull {
@@ -1034,10 +1038,10 @@ fn predicate_into(
         }
         Op::Eq | Op::Ne | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
             let Some(class) = class else {
-                return Err(not_for(r, op, at));
+                return Err(not_for(&r, op, at));
             };
             if (class == ValueClass::Boolean || is_enum) && !matches!(op, Op::Eq | Op::Ne) {
-                return Err(not_for(r, op, at));
+                return Err(not_for(&r, op, at));
             }
             let op = match op {
                 Op::Eq => CmpOp::Eq,
@@ -1053,12 +1057,12 @@ fn predicate_into(
                 value: Scalar::Bool(false),
             });
             if let CheckedFilter::Compare { value: dst, .. } = slot {
-                operand_into(r, class, value, at, dst)?;
+                operand_into(&r, class, value, at, NO_INDEX, dst)?;
             }
         }
         Op::In | Op::NotIn => {
             let Some(class) = class else {
-                return Err(not_for(r, op, at));
+                return Err(not_for(&r, op, at));
             };
             let Value::Array(items) = value else {
                 return Err(operand_error(at, op, "needs a list of values"));
@@ -1082,7 +1086,7 @@ fn predicate_into(
                 for (i, v) in items.iter().enumerate() {
                     values.extend(std::iter::once_with(|| Scalar::Bool(false)));
                     if let Some(dst) = values.last_mut() {
-                        operand_into(r, class, v, at.item(i), dst)?;
+                        operand_into(&r, class, v, at, i, dst)?;
                     }
                 }
             }
@@ -1098,15 +1102,15 @@ fn predicate_into(
             });
             if let CheckedFilter::ListContains { value: dst, .. } = slot {
                 if !dst.set_json(item, value) {
-                    return Err(list_item_error(r, item, at));
+                    return Err(list_item_error(&r, item, at));
                 }
             }
         }
         Op::Contains | Op::StartsWith | Op::EndsWith => {
             if class != Some(ValueClass::Text) || is_enum {
-                return Err(not_for(r, op, at));
+                return Err(not_for(&r, op, at));
             }
-            let t = text_operand(r, value, at)?;
+            let t = text_operand(&r, value, at, NO_INDEX)?;
             if t.is_empty() {
                 return Err(operand_error(at, op, "needs a non-empty string"));
             }
@@ -1132,15 +1136,15 @@ fn predicate_into(
 #[cold]
 #[inline(never)]
 fn json_nul(at: Loc<'_>) -> Error {
-    Error::filter(at.value(), "text must not contain NUL")
+    Error::filter(at.value(NO_INDEX), "text must not contain NUL")
 }
 
 /// `contains` on a list field with an operand that is not an item.
 #[cold]
 #[inline(never)]
-fn list_item_error(target: Resolved<'_>, item: ValueClass, at: Loc<'_>) -> Error {
+fn list_item_error(target: &Resolved<'_>, item: ValueClass, at: Loc<'_>) -> Error {
     Error::filter(
-        at.value(),
+        at.value(NO_INDEX),
         format!(
             "`{}` holds items that are {}",
             target.name(),
