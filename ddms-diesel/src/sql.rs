@@ -476,24 +476,34 @@ pub fn prefix_upper_bound(p: &str) -> Option<String> {
     Some(out)
 }
 
-/// [`prefix_upper_bound`] as a bind: short bounds are built without an allocation.
-fn upper_bound_bind(p: &str) -> Option<Bind> {
-    let (i, c) = upper_bound_at(p)?;
+/// [`prefix_upper_bound`] as a bind, from its [`upper_bound_at`] `(i, c)`: short
+/// bounds are built without an allocation.
+fn upper_bound_bind(p: &str, (i, c): (usize, char)) -> Bind {
     let mut buf = [0u8; 16];
     let len = i + c.len_utf8();
-    if len > buf.len() {
-        return prefix_upper_bound(p).map(Bind::Text);
+    if len <= buf.len() {
+        buf[..i].copy_from_slice(&p.as_bytes()[..i]);
+        c.encode_utf8(&mut buf[i..]);
+        // Always valid: a prefix of `p` up to a character boundary, then a character.
+        if let Ok(s) = std::str::from_utf8(&buf[..len]) {
+            return Bind::Str(Text::new(s));
+        }
     }
-    buf[..i].copy_from_slice(&p.as_bytes()[..i]);
-    c.encode_utf8(&mut buf[i..]);
-    // Always valid: a prefix of `p` up to a character boundary, then a character.
-    let s = std::str::from_utf8(&buf[..len]).ok()?;
-    Some(Bind::Str(Text::new(s)))
+    let mut out = String::with_capacity(len);
+    out.push_str(&p[..i]);
+    out.push(c);
+    Bind::Text(out)
 }
 
 /// The bound is `p[..i]` followed by `c`: the last character that has a successor is
 /// replaced by it, and what follows it (only U+10FFFF, which has none) is dropped.
 fn upper_bound_at(p: &str) -> Option<(usize, char)> {
+    // Nearly always an ASCII character below DEL, whose successor is the next byte.
+    if let Some(&b) = p.as_bytes().last() {
+        if b < 0x7f {
+            return Some((p.len() - 1, char::from(b + 1)));
+        }
+    }
     for (i, last) in p.char_indices().rev() {
         let mut n = last as u32 + 1;
         if (0xD800..=0xDFFF).contains(&n) {
@@ -524,20 +534,6 @@ impl<'a> Compiler<'a> {
             main_type: None,
             unique_lookups: 0,
         }
-    }
-
-    /// Adds a bind; returns its number.
-    #[inline(always)]
-    fn bind_n(&mut self, b: Bind) -> usize {
-        self.sql.binds.push(b);
-        self.sql.binds.len()
-    }
-
-    /// Adds a bind and appends its placeholder to `out`.
-    #[inline(always)]
-    fn param_into(&mut self, out: &mut String, b: Bind) {
-        let n = self.bind_n(b);
-        placeholder(out, n);
     }
 
     /// Adds the bind `make` builds; returns its number. `extend` makes room before it
@@ -591,7 +587,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn json_expr(&mut self, alias: &str, name: &str, class: ValueClass) -> String {
-        let key = self.bind_n(Bind::Text(name.to_string()));
+        let key = self.bind_with(|| Bind::Text(name.to_string()));
         let mut out = String::with_capacity(40);
         render_json(&mut out, alias, key, class);
         out
@@ -904,10 +900,13 @@ impl<'a> Compiler<'a> {
                 } else {
                     None
                 };
-                let range = if access.is_some() {
-                    upper_bound_bind(value)
-                } else {
-                    None
+                // The bound's bind is built where it is added (see `bind_with`).
+                let range = match access {
+                    Some(_) => {
+                        let p = value.as_str();
+                        upper_bound_at(p).map(|at| (p, at))
+                    }
+                    None => None,
                 };
                 match (access, range) {
                     (Some(a @ Access::Joined(_)), Some(upper)) => {
@@ -919,7 +918,8 @@ impl<'a> Compiler<'a> {
                         out.push_str(" AND ");
                         self.render(out, alias, &a);
                         out.push_str(" < ");
-                        self.param_into(out, upper);
+                        let n = self.bind_with(|| upper_bound_bind(upper.0, upper.1));
+                        placeholder(out, n);
                         out.push(')');
                     }
                     (Some(Access::Index { class, field_id }), Some(upper)) => {
@@ -928,7 +928,8 @@ impl<'a> Compiler<'a> {
                             let n = me.bind_with(|| Bind::Str(value.clone()));
                             placeholder(out, n);
                             out.push_str(" AND x.v < ");
-                            me.param_into(out, upper);
+                            let n = me.bind_with(|| upper_bound_bind(upper.0, upper.1));
+                            placeholder(out, n);
                         })
                     }
                     _ => {
@@ -1006,7 +1007,7 @@ impl<'a> Compiler<'a> {
                 value,
             } => {
                 let k = self.name_n(target);
-                let v = self.bind_n(Bind::Json(value.clone()));
+                let v = self.bind_with(|| Bind::Json(value.clone()));
                 out.push_str("COALESCE(");
                 push_alias(out, alias);
                 out.push_str(".data->");
@@ -1246,6 +1247,44 @@ impl<'a> Compiler<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_bounds_increment_the_last_character_that_has_a_successor() {
+        // The general rule, character by character.
+        let reference = |p: &str| -> Option<String> {
+            for (i, last) in p.char_indices().rev() {
+                let mut n = last as u32 + 1;
+                if (0xD800..=0xDFFF).contains(&n) {
+                    n = 0xE000;
+                }
+                if let Some(c) = char::from_u32(n) {
+                    return Some(format!("{}{c}", &p[..i]));
+                }
+            }
+            None
+        };
+        let mut cases: Vec<String> = (0u8..0x80)
+            .map(|b| format!("ab{}", char::from(b)))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "\u{7f}",
+                "é",
+                "a\u{D7FF}",
+                "a\u{10FFFF}",
+                "\u{10FFFF}",
+                "x😀",
+            ]
+            .map(String::from),
+        );
+        cases.push("long prefix of many bytes\u{7f}".into());
+        for p in &cases {
+            assert_eq!(prefix_upper_bound(p), reference(p), "{p:?}");
+            let bind = upper_bound_at(p).map(|at| upper_bound_bind(p, at));
+            assert_eq!(bind, reference(p).map(Bind::Text), "{p:?}");
+        }
+    }
 
     #[test]
     fn json_extraction_casts_to_the_class_tables_type() {
