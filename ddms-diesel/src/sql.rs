@@ -536,6 +536,24 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Makes room for `n` more binds. The list [`Compiler::new`] made holds only the
+    /// tenant: growing it in place is a `realloc` (a copy of that bind and two calls
+    /// into the allocator after a `malloc` of the same size); a list of the right size
+    /// is made instead and the tenant bind copied.
+    fn reserve_binds(&mut self, n: usize) {
+        let binds = &mut self.sql.binds;
+        if binds.capacity() - binds.len() >= n {
+            return;
+        }
+        if let [tenant @ Bind::Uuid(_)] = binds.as_slice() {
+            let mut fresh = Vec::with_capacity(1 + n);
+            fresh.push(tenant.clone());
+            *binds = fresh;
+        } else {
+            binds.reserve(n);
+        }
+    }
+
     /// Adds the bind `make` builds; returns its number. `extend` makes room before it
     /// calls `make`, whose bind is then written straight into the list. A bind built
     /// first and then pushed was kept on the stack across the push's growth check,
@@ -769,7 +787,7 @@ impl<'a> Compiler<'a> {
         let n = predicates(f);
         let mut out = String::with_capacity(32 + 112 * n);
         // Up to three binds per predicate (a prefix range on an index has three).
-        self.sql.binds.reserve(3 * n);
+        self.reserve_binds(3 * n);
         self.filter_into(&mut out, f, alias, type_id, top);
         out
     }
