@@ -240,43 +240,73 @@ pub fn class_tag(c: ValueClass) -> &'static str {
     }
 }
 
-/// `(SELECT x.record_id FROM <fv> x WHERE x.tenant_id = $1 AND x.field_id = `: the
-/// opening of a subquery on the field-value table of class `c` (see [`class_table`]),
-/// written in one piece. `$1` is [`TENANT`].
-fn fv_select(c: ValueClass) -> &'static str {
-    macro_rules! select {
-        ($table:literal) => {
-            concat!(
-                "(SELECT x.record_id FROM ",
-                $table,
-                " x WHERE x.tenant_id = $1 AND x.field_id = "
-            )
-        };
-    }
+/// `(SELECT x.record_id FROM <table> x WHERE x.tenant_id = $1 AND x.field_id = `.
+macro_rules! fv_select_sql {
+    ($table:literal) => {
+        concat!(
+            "(SELECT x.record_id FROM ",
+            $table,
+            " x WHERE x.tenant_id = $1 AND x.field_id = "
+        )
+    };
+}
+
+/// Appends `(SELECT x.record_id FROM <fv> x WHERE x.tenant_id = $1 AND x.field_id = `:
+/// the opening of a subquery on the field-value table of class `c` (see
+/// [`class_table`]), in one piece, a literal for each class (see [`push_alias`]). `$1`
+/// is [`TENANT`].
+#[inline(always)]
+fn push_fv_select(out: &mut String, c: ValueClass) {
     match c {
-        ValueClass::Text => select!("fv_text"),
-        ValueClass::Integer => select!("fv_int"),
-        ValueClass::Number => select!("fv_float"),
-        ValueClass::Boolean => select!("fv_bool"),
-        ValueClass::Date => select!("fv_date"),
-        ValueClass::Datetime => select!("fv_ts"),
-        ValueClass::Uuid => select!("fv_uuid"),
+        ValueClass::Text => out.push_str(fv_select_sql!("fv_text")),
+        ValueClass::Integer => out.push_str(fv_select_sql!("fv_int")),
+        ValueClass::Number => out.push_str(fv_select_sql!("fv_float")),
+        ValueClass::Boolean => out.push_str(fv_select_sql!("fv_bool")),
+        ValueClass::Date => out.push_str(fv_select_sql!("fv_date")),
+        ValueClass::Datetime => out.push_str(fv_select_sql!("fv_ts")),
+        ValueClass::Uuid => out.push_str(fv_select_sql!("fv_uuid")),
     }
 }
 
 /// `((alias.data->>$key) COLLATE "C")` or `((alias.data->>$key)::type)`.
 fn render_json(out: &mut String, alias: &str, key: usize, class: ValueClass) {
     out.push_str("((");
-    out.push_str(alias);
+    push_alias(out, alias);
     out.push_str(".data->>");
     placeholder(out, key);
+    // Each ending a constant (see `push_alias`); the casts are `class_table`'s.
     match class {
         ValueClass::Text => out.push_str(") COLLATE \"C\")"),
-        c => {
-            out.push_str(")::");
-            out.push_str(class_table(c).1);
-            out.push(')');
-        }
+        ValueClass::Integer => out.push_str(")::bigint)"),
+        ValueClass::Number => out.push_str(")::float8)"),
+        ValueClass::Boolean => out.push_str(")::boolean)"),
+        ValueClass::Date => out.push_str(")::date)"),
+        ValueClass::Datetime => out.push_str(")::timestamptz)"),
+        ValueClass::Uuid => out.push_str(")::uuid)"),
+    }
+}
+
+/// Appends the alias `alias`: a one-letter alias (the queried records' `r`) as a
+/// character. A string whose length is only known at run time is copied with a call to
+/// `memcpy`, a literal with a store or two.
+#[inline(always)]
+fn push_alias(out: &mut String, alias: &str) {
+    match alias.as_bytes() {
+        [c] if c.is_ascii() => out.push(char::from(*c)),
+        _ => out.push_str(alias),
+    }
+}
+
+/// Appends ` <op> ` (each a literal, see [`push_alias`]).
+#[inline(always)]
+fn push_cmp(out: &mut String, op: CmpOp) {
+    match op {
+        CmpOp::Eq => out.push_str(" = "),
+        CmpOp::Ne => out.push_str(" <> "),
+        CmpOp::Lt => out.push_str(" < "),
+        CmpOp::Lte => out.push_str(" <= "),
+        CmpOp::Gt => out.push_str(" > "),
+        CmpOp::Gte => out.push_str(" >= "),
     }
 }
 
@@ -303,10 +333,9 @@ enum Access {
     /// The joined field-value table column `sN.v` of sort join `N`, for sorted indexed
     /// fields.
     Joined(usize),
-    /// Through the field-value index table, as a semi-join (`from`: [`fv_select`] of
-    /// its class).
+    /// Through the field-value index table of its class, as a semi-join.
     Index {
-        from: &'static str,
+        class: ValueClass,
         field_id: FieldId,
     },
     /// Typed extraction from `data`; the field name is bind `$key` (nullable).
@@ -373,17 +402,6 @@ fn sys_column(alias: &str, s: SysField) -> String {
     format!("{alias}.{}", sys_name(s))
 }
 
-fn cmp_sql(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "=",
-        CmpOp::Ne => "<>",
-        CmpOp::Lt => "<",
-        CmpOp::Lte => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Gte => ">=",
-    }
-}
-
 /// The number of predicates (`related` included) in `f`.
 fn predicates(f: &CheckedFilter) -> usize {
     match f {
@@ -405,14 +423,6 @@ fn predicates_in(f: &CheckedFilter) -> usize {
         | CheckedFilter::Not(_)
         | CheckedFilter::Related { .. } => predicates(f),
         _ => 1,
-    }
-}
-
-/// The bind of the name of a target (a user field: the checked filter's shared name).
-fn name_bind(target: &Target) -> Bind {
-    match target {
-        Target::Field { name, .. } => Bind::Name(name.clone()),
-        Target::System(s) => Bind::Text(sys_name(*s).to_string()),
     }
 }
 
@@ -466,24 +476,34 @@ pub fn prefix_upper_bound(p: &str) -> Option<String> {
     Some(out)
 }
 
-/// [`prefix_upper_bound`] as a bind: short bounds are built without an allocation.
-fn upper_bound_bind(p: &str) -> Option<Bind> {
-    let (i, c) = upper_bound_at(p)?;
+/// [`prefix_upper_bound`] as a bind, from its [`upper_bound_at`] `(i, c)`: short
+/// bounds are built without an allocation.
+fn upper_bound_bind(p: &str, (i, c): (usize, char)) -> Bind {
     let mut buf = [0u8; 16];
     let len = i + c.len_utf8();
-    if len > buf.len() {
-        return prefix_upper_bound(p).map(Bind::Text);
+    if len <= buf.len() {
+        buf[..i].copy_from_slice(&p.as_bytes()[..i]);
+        c.encode_utf8(&mut buf[i..]);
+        // Always valid: a prefix of `p` up to a character boundary, then a character.
+        if let Ok(s) = std::str::from_utf8(&buf[..len]) {
+            return Bind::Str(Text::new(s));
+        }
     }
-    buf[..i].copy_from_slice(&p.as_bytes()[..i]);
-    c.encode_utf8(&mut buf[i..]);
-    // Always valid: a prefix of `p` up to a character boundary, then a character.
-    let s = std::str::from_utf8(&buf[..len]).ok()?;
-    Some(Bind::Str(Text::new(s)))
+    let mut out = String::with_capacity(len);
+    out.push_str(&p[..i]);
+    out.push(c);
+    Bind::Text(out)
 }
 
 /// The bound is `p[..i]` followed by `c`: the last character that has a successor is
 /// replaced by it, and what follows it (only U+10FFFF, which has none) is dropped.
 fn upper_bound_at(p: &str) -> Option<(usize, char)> {
+    // Nearly always an ASCII character below DEL, whose successor is the next byte.
+    if let Some(&b) = p.as_bytes().last() {
+        if b < 0x7f {
+            return Some((p.len() - 1, char::from(b + 1)));
+        }
+    }
     for (i, last) in p.char_indices().rev() {
         let mut n = last as u32 + 1;
         if (0xD800..=0xDFFF).contains(&n) {
@@ -516,22 +536,76 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// Adds a bind; returns its number.
+    /// Makes room for `n` more binds. The list [`Compiler::new`] made holds only the
+    /// tenant: growing it in place is a `realloc` (a copy of that bind and two calls
+    /// into the allocator after a `malloc` of the same size); a list of the right size
+    /// is made instead and the tenant bind copied.
+    fn reserve_binds(&mut self, n: usize) {
+        let binds = &mut self.sql.binds;
+        if binds.capacity() - binds.len() >= n {
+            return;
+        }
+        if let [tenant @ Bind::Uuid(_)] = binds.as_slice() {
+            let mut fresh = Vec::with_capacity(1 + n);
+            fresh.push(tenant.clone());
+            *binds = fresh;
+        } else {
+            binds.reserve(n);
+        }
+    }
+
+    /// Adds the bind `make` builds; returns its number. `extend` makes room before it
+    /// calls `make`, whose bind is then written straight into the list. A bind built
+    /// first and then pushed was kept on the stack across the push's growth check,
+    /// written there in pieces (the variants hold their values at offsets 1, 4 and 8)
+    /// and read back whole right after: a store-forwarding stall per bind.
     #[inline(always)]
-    fn bind_n(&mut self, b: Bind) -> usize {
-        self.sql.binds.push(b);
+    fn bind_with(&mut self, make: impl FnOnce() -> Bind) -> usize {
+        self.sql.binds.extend(std::iter::once_with(make));
         self.sql.binds.len()
     }
 
-    /// Adds a bind and appends its placeholder to `out`.
+    /// Adds the bind of an operand; returns its number (each variant built by a
+    /// [`Compiler::bind_with`] of its own).
     #[inline(always)]
-    fn param_into(&mut self, out: &mut String, b: Bind) {
-        let n = self.bind_n(b);
+    fn scalar_n(&mut self, s: &Scalar) -> usize {
+        match s {
+            Scalar::Text(v) => self.bind_with(|| Bind::Str(v.clone())),
+            Scalar::Int(v) => self.bind_with(|| Bind::Int(*v)),
+            Scalar::Float(v) => self.bind_with(|| Bind::Float(*v)),
+            Scalar::Bool(v) => self.bind_with(|| Bind::Bool(*v)),
+            Scalar::Date(v) => self.bind_with(|| Bind::Date(*v)),
+            Scalar::Datetime(v) => self.bind_with(|| Bind::Ts(*v)),
+            Scalar::Uuid(v) => self.bind_with(|| Bind::Uuid(*v)),
+        }
+    }
+
+    /// [`Compiler::scalar_n`], appending its placeholder to `out`.
+    #[inline(always)]
+    fn scalar_into(&mut self, out: &mut String, s: &Scalar) {
+        let n = self.scalar_n(s);
         placeholder(out, n);
     }
 
+    /// Adds the array bind of `values` (of class `class`) and appends its placeholder.
+    #[inline(always)]
+    fn array_into(&mut self, out: &mut String, class: ValueClass, values: &[Scalar]) {
+        let n = self.bind_with(|| Bind::array(class, values));
+        placeholder(out, n);
+    }
+
+    /// Adds the bind of the name of a target (a user field: the checked filter's shared
+    /// name); returns its number.
+    #[inline(always)]
+    fn name_n(&mut self, target: &Target) -> usize {
+        match target {
+            Target::Field { name, .. } => self.bind_with(|| Bind::Name(name.clone())),
+            Target::System(s) => self.bind_with(|| Bind::Text(sys_name(*s).to_string())),
+        }
+    }
+
     fn json_expr(&mut self, alias: &str, name: &str, class: ValueClass) -> String {
-        let key = self.bind_n(Bind::Text(name.to_string()));
+        let key = self.bind_with(|| Bind::Text(name.to_string()));
         let mut out = String::with_capacity(40);
         render_json(&mut out, alias, key, class);
         out
@@ -546,7 +620,7 @@ impl<'a> Compiler<'a> {
                 Some(a) => a,
                 None => {
                     let class = kind.value_class().unwrap_or(ValueClass::Text);
-                    let key = self.bind_n(Bind::Name(name.clone()));
+                    let key = self.bind_with(|| Bind::Name(name.clone()));
                     Access::Json { key, class }
                 }
             },
@@ -560,7 +634,7 @@ impl<'a> Compiler<'a> {
             Target::System(s) => Access::Column(*s),
             Target::Field { name, kind, .. } => {
                 let class = kind.value_class().unwrap_or(ValueClass::Text);
-                let key = self.bind_n(Bind::Name(name.clone()));
+                let key = self.bind_with(|| Bind::Name(name.clone()));
                 Access::Json { key, class }
             }
         }
@@ -580,7 +654,8 @@ impl<'a> Compiler<'a> {
             return None;
         };
         let class = kind.value_class()?;
-        if top {
+        // Sort joins exist only while compiling a sorted query.
+        if top && !self.joins.is_empty() {
             if let Some(i) = self
                 .joins
                 .iter()
@@ -594,10 +669,7 @@ impl<'a> Compiler<'a> {
         }
         let field_id = self.ready_index(type_id, name)?;
         self.index_subqueries += 1;
-        Some(Access::Index {
-            from: fv_select(class),
-            field_id,
-        })
+        Some(Access::Index { class, field_id })
     }
 
     /// [`IndexLookup::ready_index`], asked once per field and compilation.
@@ -624,7 +696,7 @@ impl<'a> Compiler<'a> {
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
         match a {
             Access::Column(s) => {
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push('.');
                 out.push_str(sys_name(*s));
             }
@@ -642,30 +714,35 @@ impl<'a> Compiler<'a> {
         &mut self,
         out: &mut String,
         alias: &str,
-        from: &'static str,
+        class: ValueClass,
         field_id: FieldId,
         cond: impl FnOnce(&mut Self, &mut String),
     ) {
-        self.fv_lookup(out, alias, ".id IN ", from, field_id);
+        self.fv_lookup(out, alias, false, class, field_id);
         cond(self, out);
         out.push(')');
     }
 
-    /// `alias<test>(SELECT x.record_id FROM <fv> x WHERE tenant AND field AND ` (`test`
-    /// is `.id IN ` or `.id = `, `from` a [`fv_select`]): the opening shared by
-    /// [`Compiler::via_index`] and [`Compiler::via_unique`].
+    /// `alias.id IN (SELECT x.record_id FROM <fv> x WHERE tenant AND field AND ` (`.id =
+    /// ` for a `unique` lookup; `<fv>` the table of `class`, see [`push_fv_select`]): the
+    /// opening shared by [`Compiler::via_index`] and [`Compiler::via_unique`].
+    #[inline(always)]
     fn fv_lookup(
         &mut self,
         out: &mut String,
         alias: &str,
-        test: &str,
-        from: &'static str,
+        unique: bool,
+        class: ValueClass,
         field_id: FieldId,
     ) {
-        let f = self.bind_n(Bind::Uuid(Uuid::from_u128(field_id)));
-        out.push_str(alias);
-        out.push_str(test);
-        out.push_str(from);
+        let f = self.bind_with(|| Bind::Uuid(Uuid::from_u128(field_id)));
+        push_alias(out, alias);
+        if unique {
+            out.push_str(".id = ");
+        } else {
+            out.push_str(".id IN ");
+        }
+        push_fv_select(out, class);
         placeholder(out, f);
         out.push_str(" AND ");
     }
@@ -692,13 +769,13 @@ impl<'a> Compiler<'a> {
         &mut self,
         out: &mut String,
         alias: &str,
-        from: &'static str,
+        class: ValueClass,
         field_id: FieldId,
-        v: Bind,
+        v: &Scalar,
     ) {
-        self.fv_lookup(out, alias, ".id = ", from, field_id);
+        self.fv_lookup(out, alias, true, class, field_id);
         out.push_str("x.uniq AND x.v = ");
-        self.param_into(out, v);
+        self.scalar_into(out, v);
         out.push_str(" LIMIT 1)");
     }
 
@@ -710,7 +787,7 @@ impl<'a> Compiler<'a> {
         let n = predicates(f);
         let mut out = String::with_capacity(32 + 112 * n);
         // Up to three binds per predicate (a prefix range on an index has three).
-        self.sql.binds.reserve(3 * n);
+        self.reserve_binds(3 * n);
         self.filter_into(&mut out, f, alias, type_id, top);
         out
     }
@@ -728,15 +805,17 @@ impl<'a> Compiler<'a> {
             CheckedFilter::And(v) if v.is_empty() => out.push_str("TRUE"),
             CheckedFilter::Or(v) if v.is_empty() => out.push_str("FALSE"),
             CheckedFilter::And(v) | CheckedFilter::Or(v) => {
-                let (sep, top) = if matches!(f, CheckedFilter::And(_)) {
-                    (" AND ", top)
-                } else {
-                    (" OR ", false)
-                };
+                let and = matches!(f, CheckedFilter::And(_));
+                let top = top && and;
                 out.push('(');
                 for (i, g) in v.iter().enumerate() {
+                    // Each a literal (see `push_alias`).
                     if i > 0 {
-                        out.push_str(sep);
+                        if and {
+                            out.push_str(" AND ");
+                        } else {
+                            out.push_str(" OR ");
+                        }
                     }
                     self.filter_into(out, g, alias, type_id, top);
                 }
@@ -755,18 +834,17 @@ impl<'a> Compiler<'a> {
                     self.access(type_id, target, top)
                 };
                 let is_eq = *op == CmpOp::Eq;
-                let op = cmp_sql(*op);
+                let op = *op;
                 match route {
-                    Access::Index { from, field_id } if top && is_eq && self.unique(target) => {
+                    Access::Index { class, field_id } if top && is_eq && self.unique(target) => {
                         self.unique_lookups += 1;
-                        self.via_unique(out, alias, from, field_id, Bind::scalar(value));
+                        self.via_unique(out, alias, class, field_id, value);
                     }
-                    Access::Index { from, field_id } => {
-                        self.via_index(out, alias, from, field_id, |me, out| {
-                            out.push_str("x.v ");
-                            out.push_str(op);
-                            out.push(' ');
-                            me.param_into(out, Bind::scalar(value));
+                    Access::Index { class, field_id } => {
+                        self.via_index(out, alias, class, field_id, |me, out| {
+                            out.push_str("x.v");
+                            push_cmp(out, op);
+                            me.scalar_into(out, value);
                         })
                     }
                     // Plain comparisons: system columns are never null, and a joined
@@ -775,19 +853,15 @@ impl<'a> Compiler<'a> {
                     ref a @ (Access::Column(_) | Access::Joined(_)) => {
                         out.push('(');
                         self.render(out, alias, a);
-                        out.push(' ');
-                        out.push_str(op);
-                        out.push(' ');
-                        self.param_into(out, Bind::scalar(value));
+                        push_cmp(out, op);
+                        self.scalar_into(out, value);
                         out.push(')');
                     }
                     ref a @ Access::Json { .. } => {
                         out.push_str("COALESCE(");
                         self.render(out, alias, a);
-                        out.push(' ');
-                        out.push_str(op);
-                        out.push(' ');
-                        self.param_into(out, Bind::scalar(value));
+                        push_cmp(out, op);
+                        self.scalar_into(out, value);
                         out.push_str(", false)");
                     }
                 }
@@ -798,11 +872,13 @@ impl<'a> Compiler<'a> {
                 values,
             } => {
                 let class = target.class().unwrap_or(ValueClass::Text);
-                let arr = Bind::array(class, values);
-                let (test, close) = if *negated {
-                    (" <> ALL(", ")")
-                } else {
-                    (" = ANY(", ")")
+                // Each a literal (see `push_alias`).
+                let test = |out: &mut String| {
+                    if *negated {
+                        out.push_str(" <> ALL(");
+                    } else {
+                        out.push_str(" = ANY(");
+                    }
                 };
                 let route = if *negated {
                     self.plain_access(target)
@@ -810,28 +886,28 @@ impl<'a> Compiler<'a> {
                     self.access(type_id, target, top)
                 };
                 match route {
-                    Access::Index { from, field_id } => {
-                        self.via_index(out, alias, from, field_id, |me, out| {
+                    Access::Index { class, field_id } => {
+                        self.via_index(out, alias, class, field_id, |me, out| {
                             out.push_str("x.v");
-                            out.push_str(test);
-                            me.param_into(out, arr);
-                            out.push_str(close);
+                            test(out);
+                            me.array_into(out, class, values);
+                            out.push(')');
                         })
                     }
                     ref a @ (Access::Column(_) | Access::Joined(_)) => {
                         out.push('(');
                         self.render(out, alias, a);
-                        out.push_str(test);
-                        self.param_into(out, arr);
-                        out.push_str(close);
+                        test(out);
+                        self.array_into(out, class, values);
+                        out.push(')');
                         out.push(')');
                     }
                     ref a @ Access::Json { .. } => {
                         out.push_str("COALESCE(");
                         self.render(out, alias, a);
-                        out.push_str(test);
-                        self.param_into(out, arr);
-                        out.push_str(close);
+                        test(out);
+                        self.array_into(out, class, values);
+                        out.push(')');
                         out.push_str(", false)");
                     }
                 }
@@ -842,36 +918,43 @@ impl<'a> Compiler<'a> {
                 } else {
                     None
                 };
-                let range = if access.is_some() {
-                    upper_bound_bind(value)
-                } else {
-                    None
+                // The bound's bind is built where it is added (see `bind_with`).
+                let range = match access {
+                    Some(_) => {
+                        let p = value.as_str();
+                        upper_bound_at(p).map(|at| (p, at))
+                    }
+                    None => None,
                 };
                 match (access, range) {
                     (Some(a @ Access::Joined(_)), Some(upper)) => {
                         out.push('(');
                         self.render(out, alias, &a);
                         out.push_str(" >= ");
-                        self.param_into(out, Bind::Str(value.clone()));
+                        let n = self.bind_with(|| Bind::Str(value.clone()));
+                        placeholder(out, n);
                         out.push_str(" AND ");
                         self.render(out, alias, &a);
                         out.push_str(" < ");
-                        self.param_into(out, upper);
+                        let n = self.bind_with(|| upper_bound_bind(upper.0, upper.1));
+                        placeholder(out, n);
                         out.push(')');
                     }
-                    (Some(Access::Index { from, field_id }), Some(upper)) => {
-                        self.via_index(out, alias, from, field_id, |me, out| {
+                    (Some(Access::Index { class, field_id }), Some(upper)) => {
+                        self.via_index(out, alias, class, field_id, |me, out| {
                             out.push_str("x.v >= ");
-                            me.param_into(out, Bind::Str(value.clone()));
+                            let n = me.bind_with(|| Bind::Str(value.clone()));
+                            placeholder(out, n);
                             out.push_str(" AND x.v < ");
-                            me.param_into(out, upper);
+                            let n = me.bind_with(|| upper_bound_bind(upper.0, upper.1));
+                            placeholder(out, n);
                         })
                     }
                     _ => {
-                        let k = self.bind_n(name_bind(target));
-                        let v = self.bind_n(Bind::Str(value.clone()));
+                        let k = self.name_n(target);
+                        let v = self.bind_with(|| Bind::Str(value.clone()));
                         let field = |out: &mut String| {
-                            out.push_str(alias);
+                            push_alias(out, alias);
                             out.push_str(".data->>");
                             placeholder(out, k);
                         };
@@ -891,7 +974,7 @@ impl<'a> Compiler<'a> {
                                 out.push_str("), false)");
                             }
                             TextOp::EndsWith => {
-                                let n = self.bind_n(Bind::Int4(value.chars().count() as i32));
+                                let n = self.bind_with(|| Bind::Int4(value.chars().count() as i32));
                                 out.push_str("COALESCE(right(");
                                 field(out);
                                 out.push_str(", ");
@@ -912,16 +995,16 @@ impl<'a> Compiler<'a> {
                     } => ddms_core::field::scalar_class(*k),
                     _ => ValueClass::Text,
                 };
-                let k = self.bind_n(name_bind(target));
-                let v = self.bind_n(Bind::scalar(value));
+                let k = self.name_n(target);
+                let v = self.scalar_n(value);
                 out.push_str(
                     "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(",
                 );
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(") = 'array' THEN ");
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(" END) AS e(v) WHERE ");
@@ -941,10 +1024,10 @@ impl<'a> Compiler<'a> {
                 negated,
                 value,
             } => {
-                let k = self.bind_n(name_bind(target));
-                let v = self.bind_n(Bind::Json(value.clone()));
+                let k = self.name_n(target);
+                let v = self.bind_with(|| Bind::Json(value.clone()));
                 out.push_str("COALESCE(");
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(if *negated { " <> " } else { " = " });
@@ -952,9 +1035,9 @@ impl<'a> Compiler<'a> {
                 out.push_str(", false)");
             }
             CheckedFilter::IsNull { target, is_null } => {
-                let k = self.bind_n(name_bind(target));
+                let k = self.name_n(target);
                 out.push('(');
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".data->");
                 placeholder(out, k);
                 out.push_str(if *is_null {
@@ -983,7 +1066,7 @@ impl<'a> Compiler<'a> {
                 } else {
                     (".source_id", ".target_id")
                 };
-                let n = self.bind_n(Bind::Name(relation_type.clone()));
+                let n = self.bind_with(|| Bind::Name(relation_type.clone()));
                 // EXISTS (SELECT 1 FROM relations {e} JOIN records {o} ON {o}.tenant_id =
                 // {e}.tenant_id AND {o}.id = {e}.{there} WHERE {e}.tenant_id = {t} AND
                 // {e}.{here} = {alias}.id AND {e}.relation_type_id = (SELECT rt.id FROM
@@ -1009,7 +1092,7 @@ impl<'a> Compiler<'a> {
                 e(out);
                 out.push_str(here);
                 out.push_str(" = ");
-                out.push_str(alias);
+                push_alias(out, alias);
                 out.push_str(".id AND ");
                 e(out);
                 out.push_str(".relation_type_id = (SELECT rt.id FROM relation_types rt WHERE rt.tenant_id = ");
@@ -1184,6 +1267,79 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prefix_bounds_increment_the_last_character_that_has_a_successor() {
+        // The general rule, character by character.
+        let reference = |p: &str| -> Option<String> {
+            for (i, last) in p.char_indices().rev() {
+                let mut n = last as u32 + 1;
+                if (0xD800..=0xDFFF).contains(&n) {
+                    n = 0xE000;
+                }
+                if let Some(c) = char::from_u32(n) {
+                    return Some(format!("{}{c}", &p[..i]));
+                }
+            }
+            None
+        };
+        let mut cases: Vec<String> = (0u8..0x80)
+            .map(|b| format!("ab{}", char::from(b)))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "\u{7f}",
+                "é",
+                "a\u{D7FF}",
+                "a\u{10FFFF}",
+                "\u{10FFFF}",
+                "x😀",
+            ]
+            .map(String::from),
+        );
+        cases.push("long prefix of many bytes\u{7f}".into());
+        for p in &cases {
+            assert_eq!(prefix_upper_bound(p), reference(p), "{p:?}");
+            let bind = upper_bound_at(p).map(|at| upper_bound_bind(p, at));
+            assert_eq!(bind, reference(p).map(Bind::Text), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn json_extraction_casts_to_the_class_tables_type() {
+        for c in [
+            ValueClass::Text,
+            ValueClass::Integer,
+            ValueClass::Number,
+            ValueClass::Boolean,
+            ValueClass::Date,
+            ValueClass::Datetime,
+            ValueClass::Uuid,
+        ] {
+            for (alias, key) in [("r", 2), ("o1", 17), ("o12", 345)] {
+                let mut out = String::new();
+                render_json(&mut out, alias, key, c);
+                let tail = match c {
+                    ValueClass::Text => " COLLATE \"C\"".to_string(),
+                    c => format!("::{}", class_table(c).1),
+                };
+                assert_eq!(out, format!("(({alias}.data->>${key}){tail})"));
+            }
+        }
+        for (op, sql) in [
+            (CmpOp::Eq, " = "),
+            (CmpOp::Ne, " <> "),
+            (CmpOp::Lt, " < "),
+            (CmpOp::Lte, " <= "),
+            (CmpOp::Gt, " > "),
+            (CmpOp::Gte, " >= "),
+        ] {
+            let mut out = String::new();
+            push_cmp(&mut out, op);
+            assert_eq!(out, sql);
+        }
+    }
+
+    #[test]
     fn field_value_subqueries_open_on_their_class_table() {
         for c in [
             ValueClass::Text,
@@ -1194,8 +1350,10 @@ mod tests {
             ValueClass::Datetime,
             ValueClass::Uuid,
         ] {
+            let mut out = String::new();
+            push_fv_select(&mut out, c);
             assert_eq!(
-                fv_select(c),
+                out,
                 format!(
                     "(SELECT x.record_id FROM {} x WHERE x.tenant_id = {TENANT} AND x.field_id = ",
                     class_table(c).0

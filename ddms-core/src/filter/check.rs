@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::ast::{Filter, Op, Path, MAX_CLAUSES, MAX_DEPTH, MAX_IN_VALUES};
 use crate::entity_type::EntityType;
 use crate::error::{Error, Result};
-use crate::field::{parse_date, parse_datetime, FieldKind, ScalarKind, ValueClass};
+use crate::field::{parse_date, parse_datetime, Field, FieldKind, ScalarKind, ValueClass};
 use crate::name::{truncate, Name};
 use crate::relation::{Direction, RelationType};
 
@@ -139,27 +139,66 @@ impl Target {
 
     /// Resolves `name` against `ty`.
     pub fn resolve(ty: &EntityType, name: &str) -> Option<Target> {
-        Target::resolve_field(ty, name).map(|(t, _)| t)
+        Resolved::new(ty, name).map(Resolved::target)
+    }
+}
+
+/// A resolved predicate target, before it is built (a copy of a few words: the
+/// checker builds the [`Target`] in its final place). A field's kind is read once.
+#[derive(Clone, Copy)]
+enum Resolved<'t> {
+    System(SysField),
+    Field(&'t Field, TargetKind),
+}
+
+impl<'t> Resolved<'t> {
+    /// `name` on `ty`.
+    #[inline(always)]
+    fn new(ty: &'t EntityType, name: &str) -> Option<Resolved<'t>> {
+        if let Some(s) = SysField::parse(name) {
+            return Some(Resolved::System(s));
+        }
+        ty.field(name)
+            .map(|f| Resolved::Field(f, TargetKind::from(&f.kind)))
     }
 
-    /// [`Target::resolve`], with the field's enum values when it is an enum.
+    /// The target.
     #[inline(always)]
-    fn resolve_field<'t>(ty: &'t EntityType, name: &str) -> Option<(Target, &'t [String])> {
-        if let Some(s) = SysField::parse(name) {
-            return Some((Target::System(s), &[]));
-        }
-        ty.field(name).map(|f| {
-            let values = match &f.kind {
-                FieldKind::Enum(v) => v.as_slice(),
-                _ => &[],
-            };
-            let target = Target::Field {
+    fn target(self) -> Target {
+        match self {
+            Resolved::System(s) => Target::System(s),
+            Resolved::Field(f, kind) => Target::Field {
                 name: f.name.clone(),
-                kind: TargetKind::from(&f.kind),
+                kind,
                 indexed: f.has_index(),
-            };
-            (target, values)
-        })
+            },
+        }
+    }
+
+    /// The name as written in filters.
+    fn name(self) -> &'t str {
+        match self {
+            Resolved::System(s) => s.as_str(),
+            Resolved::Field(f, _) => f.name.as_str(),
+        }
+    }
+
+    /// The kind of a user field.
+    #[inline(always)]
+    fn kind(self) -> Option<TargetKind> {
+        match self {
+            Resolved::System(_) => None,
+            Resolved::Field(_, kind) => Some(kind),
+        }
+    }
+
+    /// The comparison class, for orderable targets.
+    #[inline(always)]
+    fn class(self) -> Option<ValueClass> {
+        match self {
+            Resolved::System(s) => Some(s.class()),
+            Resolved::Field(_, kind) => kind.value_class(),
+        }
     }
 }
 
@@ -189,26 +228,71 @@ struct Inline {
     len: u8,
 }
 
+/// The bytes of `s` (at most [`INLINE_TEXT`]), zero-padded. Gathered in a register and
+/// stored once: copied into a stack array with a memcpy of variable length, the bytes
+/// were read back whole right after (a store-forwarding stall per operand). They are
+/// read in two (overlapping) loads, not one by one.
+#[inline(always)]
+fn gather(s: &str) -> [u8; INLINE_TEXT] {
+    let b = s.as_bytes();
+    let n = b.len();
+    let v: u128 = if n >= 8 {
+        // Bytes 8.. are the last 8 without the first 16 - n of them.
+        let lo = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        let last = u64::from_le_bytes(b[n - 8..].try_into().unwrap_or_default());
+        let hi = last.checked_shr(8 * (16 - n) as u32).unwrap_or(0);
+        u128::from(lo) | u128::from(hi) << 64
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
+        let last = u32::from_le_bytes(b[n - 4..].try_into().unwrap_or_default());
+        let hi = last.checked_shr(8 * (8 - n) as u32).unwrap_or(0);
+        u128::from(lo) | u128::from(hi) << 32
+    } else if n > 0 {
+        // Bytes 0, n / 2 and n - 1 are all of them (the same byte may come twice).
+        u128::from(b[0])
+            | u128::from(b[n / 2]) << (8 * (n / 2))
+            | u128::from(b[n - 1]) << (8 * (n - 1))
+    } else {
+        0
+    };
+    let w = v.to_le_bytes();
+    let mut bytes = [0; INLINE_TEXT];
+    bytes.copy_from_slice(&w[..INLINE_TEXT]);
+    bytes
+}
+
 impl Text {
+    /// The empty text.
+    const EMPTY: Text = Text(TextRepr::Inline(Inline {
+        bytes: [0; INLINE_TEXT],
+        len: 0,
+    }));
+
     /// `s` as a `Text`.
     pub fn new(s: &str) -> Text {
         if s.len() <= INLINE_TEXT {
-            // Gathered in a register and stored once: copied into a stack array with
-            // a memcpy of variable length, the bytes were read back whole right after
-            // (a store-forwarding stall per operand).
-            let mut v: u128 = 0;
-            for (i, &c) in s.as_bytes().iter().enumerate() {
-                v |= u128::from(c) << (8 * i);
-            }
-            let w = v.to_le_bytes();
-            let mut bytes = [0; INLINE_TEXT];
-            bytes.copy_from_slice(&w[..INLINE_TEXT]);
             Text(TextRepr::Inline(Inline {
-                bytes,
+                bytes: gather(s),
                 len: s.len() as u8,
             }))
         } else {
             Text(TextRepr::Shared(Arc::from(s)))
+        }
+    }
+
+    /// Makes the text `s`, in place: each form is written straight into `self` (a
+    /// `Text` returned by [`Text::new`] goes through a stack slot written in pieces,
+    /// and its copy into a checked filter read them back whole, which stalled store
+    /// forwarding).
+    #[inline(always)]
+    fn set(&mut self, s: &str) {
+        if s.len() <= INLINE_TEXT {
+            self.0 = TextRepr::Inline(Inline {
+                bytes: gather(s),
+                len: s.len() as u8,
+            });
+        } else {
+            self.0 = TextRepr::Shared(Arc::from(s));
         }
     }
 
@@ -310,28 +394,56 @@ pub enum Scalar {
 impl Scalar {
     /// Reads a JSON value as `class`; `None` if it does not fit.
     pub fn from_json(class: ValueClass, v: &Value) -> Option<Scalar> {
-        Some(match (class, v) {
-            (ValueClass::Text, Value::String(s)) if !s.contains('\0') => Scalar::Text(Text::new(s)),
+        let mut s = Scalar::Bool(false);
+        s.set_json(class, v).then_some(s)
+    }
+
+    /// [`Scalar::from_json`] in place: `false` (and `self` unspecified) if `v` does
+    /// not fit. Each variant is written straight into `self`, where the checker keeps
+    /// it (a `Scalar` returned goes through a stack slot written in pieces, and its
+    /// copy read them back whole, which stalled store forwarding).
+    #[inline(always)]
+    fn set_json(&mut self, class: ValueClass, v: &Value) -> bool {
+        match (class, v) {
+            (ValueClass::Text, Value::String(s)) if !s.contains('\0') => self.set_text(s),
             (ValueClass::Integer, Value::Number(n)) => match n.as_i64() {
-                Some(i) => Scalar::Int(i),
-                None => {
-                    let f = n.as_f64()?;
-                    if f.fract() == 0.0 && f.abs() < 9.2e18 {
-                        Scalar::Int(f as i64)
-                    } else {
-                        return None;
+                Some(i) => *self = Scalar::Int(i),
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                        *self = Scalar::Int(f as i64)
                     }
-                }
+                    _ => return false,
+                },
             },
-            (ValueClass::Number, Value::Number(n)) => {
-                Scalar::Float(n.as_f64().filter(|f| f.is_finite())?)
-            }
-            (ValueClass::Boolean, Value::Bool(b)) => Scalar::Bool(*b),
-            (ValueClass::Date, Value::String(s)) => Scalar::Date(parse_date(s)?),
-            (ValueClass::Datetime, Value::String(s)) => Scalar::Datetime(parse_datetime(s)?),
-            (ValueClass::Uuid, Value::String(s)) => Scalar::Uuid(Uuid::try_parse(s).ok()?),
-            _ => return None,
-        })
+            (ValueClass::Number, Value::Number(n)) => match n.as_f64() {
+                Some(f) if f.is_finite() => *self = Scalar::Float(f),
+                _ => return false,
+            },
+            (ValueClass::Boolean, Value::Bool(b)) => *self = Scalar::Bool(*b),
+            (ValueClass::Date, Value::String(s)) => match parse_date(s) {
+                Some(d) => *self = Scalar::Date(d),
+                None => return false,
+            },
+            (ValueClass::Datetime, Value::String(s)) => match parse_datetime(s) {
+                Some(d) => *self = Scalar::Datetime(d),
+                None => return false,
+            },
+            (ValueClass::Uuid, Value::String(s)) => match Uuid::try_parse(s) {
+                Ok(u) => *self = Scalar::Uuid(u),
+                Err(_) => return false,
+            },
+            _ => return false,
+        }
+        true
+    }
+
+    /// Makes `self` the text `s`, in place (see [`Scalar::set_json`]).
+    #[inline(always)]
+    fn set_text(&mut self, s: &str) {
+        *self = Scalar::Text(Text::EMPTY);
+        if let Scalar::Text(t) = self {
+            t.set(s);
+        }
     }
 
     /// The JSON form (inverse of [`Scalar::from_json`]).
@@ -637,12 +749,83 @@ fn list(
         // through `node` (a checked filter is copied at every return).
         match f {
             Filter::Pred { field, op, value } => {
-                predicate_with(ty, field, *op, value, kp.index(i), |c| out.push(c))?
+                let at = Loc {
+                    parent: &kp,
+                    index: i,
+                };
+                predicate_into(ty, field, *op, value, at, &mut out)?
             }
             f => out.push(node(ty, f, schema, kp.index(i))?),
         }
     }
     Ok(out)
+}
+
+/// Where a predicate is, for error messages: its path is only built for an error
+/// (building it for every predicate cost more than the rest of its bookkeeping). Two
+/// words, passed in registers.
+#[derive(Clone, Copy)]
+struct Loc<'a> {
+    /// The path of the predicate, or of its `and`/`or` list.
+    parent: &'a Path<'a>,
+    /// Its index in that list, or [`NO_INDEX`].
+    index: usize,
+}
+
+/// No index (see [`Loc`]).
+const NO_INDEX: usize = usize::MAX;
+
+impl Loc<'_> {
+    /// `f` of the predicate's path.
+    fn with<R>(self, f: impl FnOnce(Path<'_>) -> R) -> R {
+        match self.index {
+            NO_INDEX => f(*self.parent),
+            i => f(self.parent.index(i)),
+        }
+    }
+
+    /// `<path><suffix>` (`$.and[3].op`).
+    fn at(self, suffix: &str) -> String {
+        self.with(|p| format!("{p}{suffix}"))
+    }
+
+    /// The path of the operand, or of its item `item` (`$.and[3].value[1]`) unless
+    /// that is [`NO_INDEX`].
+    fn value(self, item: usize) -> String {
+        self.with(|p| {
+            let v = p.key("value");
+            match item {
+                NO_INDEX => v.to_string(),
+                i => v.index(i).to_string(),
+            }
+        })
+    }
+}
+
+/// Where a checked predicate goes: the predicate is written in place, each part as it
+/// is checked (built elsewhere and moved there, its pieces were read back whole right
+/// after they were written, which stalled store forwarding).
+trait Slots {
+    /// A new slot holding `make()`.
+    fn slot(&mut self, make: impl FnOnce() -> CheckedFilter) -> &mut CheckedFilter;
+}
+
+impl Slots for Vec<CheckedFilter> {
+    #[inline(always)]
+    fn slot(&mut self, make: impl FnOnce() -> CheckedFilter) -> &mut CheckedFilter {
+        // `extend` makes room before it calls `make`, which then writes straight
+        // into the list (`push` needs the value first, and kept it on the stack).
+        self.extend(std::iter::once_with(make));
+        let last = self.len() - 1;
+        &mut self[last]
+    }
+}
+
+impl Slots for Option<CheckedFilter> {
+    #[inline(always)]
+    fn slot(&mut self, make: impl FnOnce() -> CheckedFilter) -> &mut CheckedFilter {
+        self.insert(make())
+    }
 }
 
 fn expected(class: ValueClass) -> &'static str {
@@ -657,58 +840,143 @@ fn expected(class: ValueClass) -> &'static str {
     }
 }
 
-/// `v` as `class` for `target`; `enum_values` are the target's values if it is an enum.
-#[inline(always)]
-fn operand(
-    target: &Target,
-    enum_values: &[String],
+/// `v` does not fit `class`.
+#[cold]
+#[inline(never)]
+fn wrong_operand(
+    target: &Resolved<'_>,
     class: ValueClass,
     v: &Value,
-    path: Path<'_>,
-) -> Result<Scalar> {
-    let wrong = || {
-        Error::filter(
-            path,
-            format!(
-                "`{}` needs {}, got {}",
-                target.name(),
-                expected(class),
-                truncate(&v.to_string(), 60)
-            ),
-        )
+    at: Loc<'_>,
+    item: usize,
+) -> Error {
+    Error::filter(
+        at.value(item),
+        format!(
+            "`{}` needs {}, got {}",
+            target.name(),
+            expected(class),
+            truncate(&v.to_string(), 60)
+        ),
+    )
+}
+
+/// Operator `op` does not apply to `target`.
+#[cold]
+#[inline(never)]
+fn not_for(target: &Resolved<'_>, op: Op, at: Loc<'_>) -> Error {
+    let kind = match target.kind() {
+        None => if target.class() == Some(ValueClass::Uuid) {
+            "uuid"
+        } else {
+            "datetime"
+        }
+        .to_string(),
+        Some(TargetKind::List(k)) => format!("list of {}", k.as_str()),
+        Some(k) => k.name().to_string(),
     };
+    Error::filter(
+        at.at(".op"),
+        format!(
+            "operator `{}` does not apply to `{}` ({kind})",
+            op.as_str(),
+            target.name()
+        ),
+    )
+}
+
+/// An error about the operand of `op`: `op` and then `message`.
+#[cold]
+#[inline(never)]
+fn operand_error(at: Loc<'_>, op: Op, message: &str) -> Error {
+    Error::filter(at.value(NO_INDEX), format!("`{}` {message}", op.as_str()))
+}
+
+/// `v` as `class` for `target`, written into `dst`.
+#[inline(always)]
+fn operand_into(
+    target: &Resolved<'_>,
+    class: ValueClass,
+    v: &Value,
+    at: Loc<'_>,
+    item: usize,
+    dst: &mut Scalar,
+) -> Result<()> {
     if class != ValueClass::Text {
-        return Scalar::from_json(class, v).ok_or_else(wrong);
+        return match dst.set_json(class, v) {
+            true => Ok(()),
+            false => Err(wrong_operand(target, class, v, at, item)),
+        };
     }
-    // Text is checked on the JSON string, before it is copied.
+    let t = text_operand(target, v, at, item)?;
+    dst.set_text(t);
+    Ok(())
+}
+
+/// A text operand for `target` (checked on the JSON string, before it is copied).
+#[inline(always)]
+fn text_operand<'v>(
+    target: &Resolved<'_>,
+    v: &'v Value,
+    at: Loc<'_>,
+    item: usize,
+) -> Result<&'v str> {
     let t = match v {
         Value::String(t) if !t.contains('\0') => t,
-        _ => return Err(wrong()),
+        _ => return Err(wrong_operand(target, ValueClass::Text, v, at, item)),
     };
     // A character is at least a byte: short texts need no count.
     if t.len() > MAX_TEXT_OPERAND && t.chars().count() > MAX_TEXT_OPERAND {
-        return Err(Error::filter(
-            path,
-            format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
-        ));
+        return Err(too_long(at, item));
     }
-    if let Target::Field {
-        kind: TargetKind::Enum,
-        ..
-    } = target
+    if let Resolved::Field(
+        Field {
+            kind: FieldKind::Enum(values),
+            ..
+        },
+        _,
+    ) = target
     {
-        if !enum_values.contains(t) {
-            return Err(Error::filter(
-                path,
-                format!(
-                    "`{}` is not a value of enum `{}`",
-                    truncate(t, 60),
-                    target.name()
-                ),
-            ));
+        if !values.iter().any(|e| e == t) {
+            return Err(not_in_enum(target, t, at, item));
         }
     }
-    Ok(Scalar::Text(Text::new(t)))
+    Ok(t)
+}
+
+/// A text operand longer than [`MAX_TEXT_OPERAND`].
+#[cold]
+#[inline(never)]
+fn too_long(at: Loc<'_>, item: usize) -> Error {
+    Error::filter(
+        at.value(item),
+        format!("text operands are limited to {MAX_TEXT_OPERAND} characters"),
+    )
+}
+
+/// `t` is not a value of the enum `target`.
+#[cold]
+#[inline(never)]
+fn not_in_enum(target: &Resolved<'_>, t: &str, at: Loc<'_>, item: usize) -> Error {
+    Error::filter(
+        at.value(item),
+        format!(
+            "`{}` is not a value of enum `{}`",
+            truncate(t, 60),
+            target.name()
+        ),
+    )
+}
+
+/// `ty` has no field `field`. The error constructors are cold and out of line: the
+/// checker's hot path keeps only their calls.
+#[cold]
+#[inline(never)]
+fn unknown_field(ty: &EntityType, field: &str, at: Loc<'_>) -> Error {
+    Error::filter(
+        at.at(".field"),
+        format!("unknown field `{}` on {}", truncate(field, 60), ty.name),
+    )
 }
 
 fn predicate(
@@ -718,115 +986,63 @@ fn predicate(
     value: &Value,
     path: Path<'_>,
 ) -> Result<CheckedFilter> {
-    predicate_with(ty, field, op, value, path, |c| c)
+    let mut out = None;
+    let at = Loc {
+        parent: &path,
+        index: NO_INDEX,
+    };
+    predicate_into(ty, field, op, value, at, &mut out)?;
+    // Always set when the predicate checks.
+    Ok(out.unwrap_or(CheckedFilter::And(Vec::new())))
 }
 
-/// Checks a predicate and hands the result to `done` (which may store it in place).
+/// Checks a predicate into a new slot of `out`.
 #[inline(always)]
-fn predicate_with<R>(
+fn predicate_into(
     ty: &EntityType,
     field: &str,
     op: Op,
     value: &Value,
-    path: Path<'_>,
-    done: impl FnOnce(CheckedFilter) -> R,
-) -> Result<R> {
-    let (target, enum_values) = Target::resolve_field(ty, field).ok_or_else(|| {
-        Error::filter(
-            format!("{path}.field"),
-            format!("unknown field `{}` on {}", truncate(field, 60), ty.name),
-        )
-    })?;
-    let vpath = path.key("value");
-    let not_for = || {
-        let kind = match &target {
-            Target::System(s) => if *s == SysField::Id {
-                "uuid"
-            } else {
-                "datetime"
-            }
-            .to_string(),
-            Target::Field { kind, .. } => match kind {
-                TargetKind::List(k) => format!("list of {}", k.as_str()),
-                k => k.name().to_string(),
-            },
-        };
-        Error::filter(
-            format!("{path}.op"),
-            format!(
-                "operator `{}` does not apply to `{}` ({kind})",
-                op.as_str(),
-                target.name()
-            ),
-        )
+    at: Loc<'_>,
+    out: &mut impl Slots,
+) -> Result<()> {
+    let Some(r) = Resolved::new(ty, field) else {
+        return Err(unknown_field(ty, field, at));
     };
-    let class = target.class();
-    let list_item = match &target {
-        Target::Field {
-            kind: TargetKind::List(k),
-            ..
-        } => Some(crate::field::scalar_class(*k)),
-        _ => None,
-    };
-    let is_json = matches!(
-        &target,
-        Target::Field {
-            kind: TargetKind::Json,
-            ..
-        }
-    );
-    let textual = class == Some(ValueClass::Text)
-        && !matches!(
-            &target,
-            Target::Field {
-                kind: TargetKind::Enum,
-                ..
-            }
-        );
-    Ok(match op {
+    let kind = r.kind();
+    let class = r.class();
+    let is_enum = kind == Some(TargetKind::Enum);
+    match op {
         Op::IsNull | Op::Exists => {
             let Value::Bool(b) = value else {
-                return Err(Error::filter(
-                    vpath,
-                    format!("`{}` needs true or false", op.as_str()),
-                ));
+                return Err(operand_error(at, op, "needs true or false"));
             };
-            if matches!(target, Target::System(_)) {
-                return Err(not_for());
+            if kind.is_none() {
+                return Err(not_for(&r, op, at));
             }
-            done(CheckedFilter::IsNull {
-                target,
-                is_null: if op == Op::IsNull { *b } else { !*b },
-            })
+            let is_null = if op == Op::IsNull { *b } else { !*b };
+            out.slot(|| CheckedFilter::IsNull {
+                target: r.target(),
+                is_null,
+            });
         }
-        Op::Eq | Op::Ne if is_json => {
+        Op::Eq | Op::Ne if kind == Some(TargetKind::Json) => {
             if crate::field::json_has_nul(value) {
-                return Err(Error::filter(vpath, "text must not contain NUL"));
+                return Err(json_nul(at));
             }
-            done(CheckedFilter::JsonEq {
-                target,
+            out.slot(|| CheckedFilter::JsonEq {
+                target: r.target(),
                 negated: op == Op::Ne,
                 value: value.clone(),
-            })
+            });
         }
         Op::Eq | Op::Ne | Op::Lt | Op::Lte | Op::Gt | Op::Gte => {
             let Some(class) = class else {
-                return Err(not_for());
+                return Err(not_for(&r, op, at));
             };
-            if class == ValueClass::Boolean && !matches!(op, Op::Eq | Op::Ne) {
-                return Err(not_for());
+            if (class == ValueClass::Boolean || is_enum) && !matches!(op, Op::Eq | Op::Ne) {
+                return Err(not_for(&r, op, at));
             }
-            if matches!(
-                &target,
-                Target::Field {
-                    kind: TargetKind::Enum,
-                    ..
-                }
-            ) && !matches!(op, Op::Eq | Op::Ne)
-            {
-                return Err(not_for());
-            }
-            let value = operand(&target, enum_values, class, value, vpath)?;
             let op = match op {
                 Op::Eq => CmpOp::Eq,
                 Op::Ne => CmpOp::Ne,
@@ -835,80 +1051,106 @@ fn predicate_with<R>(
                 Op::Gt => CmpOp::Gt,
                 _ => CmpOp::Gte,
             };
-            done(CheckedFilter::Compare { target, op, value })
+            let slot = out.slot(|| CheckedFilter::Compare {
+                target: r.target(),
+                op,
+                value: Scalar::Bool(false),
+            });
+            if let CheckedFilter::Compare { value: dst, .. } = slot {
+                operand_into(&r, class, value, at, NO_INDEX, dst)?;
+            }
         }
         Op::In | Op::NotIn => {
             let Some(class) = class else {
-                return Err(not_for());
+                return Err(not_for(&r, op, at));
             };
             let Value::Array(items) = value else {
-                return Err(Error::filter(
-                    vpath,
-                    format!("`{}` needs a list of values", op.as_str()),
-                ));
+                return Err(operand_error(at, op, "needs a list of values"));
             };
             if items.is_empty() {
-                return Err(Error::filter(
-                    vpath,
-                    format!("`{}` needs a non-empty list", op.as_str()),
-                ));
+                return Err(operand_error(at, op, "needs a non-empty list"));
             }
             if items.len() > MAX_IN_VALUES {
-                return Err(Error::filter(
-                    vpath,
-                    format!("`{}` lists at most {MAX_IN_VALUES} values", op.as_str()),
+                return Err(operand_error(
+                    at,
+                    op,
+                    &format!("lists at most {MAX_IN_VALUES} values"),
                 ));
             }
-            let mut values = Vec::with_capacity(items.len());
-            for (i, v) in items.iter().enumerate() {
-                values.push(operand(&target, enum_values, class, v, vpath.index(i))?);
-            }
-            done(CheckedFilter::In {
-                target,
+            let slot = out.slot(|| CheckedFilter::In {
+                target: r.target(),
                 negated: op == Op::NotIn,
-                values,
-            })
+                values: Vec::with_capacity(items.len()),
+            });
+            if let CheckedFilter::In { values, .. } = slot {
+                for (i, v) in items.iter().enumerate() {
+                    values.extend(std::iter::once_with(|| Scalar::Bool(false)));
+                    if let Some(dst) = values.last_mut() {
+                        operand_into(&r, class, v, at, i, dst)?;
+                    }
+                }
+            }
         }
-        Op::Contains if list_item.is_some() => {
-            let item = list_item.unwrap_or(ValueClass::Text);
-            let value = Scalar::from_json(item, value).ok_or_else(|| {
-                Error::filter(
-                    vpath,
-                    format!(
-                        "`{}` holds items that are {}",
-                        target.name(),
-                        expected(item)
-                    ),
-                )
-            })?;
-            done(CheckedFilter::ListContains { target, value })
+        Op::Contains if matches!(kind, Some(TargetKind::List(_))) => {
+            let item = match kind {
+                Some(TargetKind::List(k)) => crate::field::scalar_class(k),
+                _ => ValueClass::Text,
+            };
+            let slot = out.slot(|| CheckedFilter::ListContains {
+                target: r.target(),
+                value: Scalar::Bool(false),
+            });
+            if let CheckedFilter::ListContains { value: dst, .. } = slot {
+                if !dst.set_json(item, value) {
+                    return Err(list_item_error(&r, item, at));
+                }
+            }
         }
         Op::Contains | Op::StartsWith | Op::EndsWith => {
-            if !textual {
-                return Err(not_for());
+            if class != Some(ValueClass::Text) || is_enum {
+                return Err(not_for(&r, op, at));
             }
-            let Scalar::Text(value) =
-                operand(&target, enum_values, ValueClass::Text, value, vpath)?
-            else {
-                return Err(not_for());
+            let t = text_operand(&r, value, at, NO_INDEX)?;
+            if t.is_empty() {
+                return Err(operand_error(at, op, "needs a non-empty string"));
+            }
+            let op = match op {
+                Op::Contains => TextOp::Contains,
+                Op::StartsWith => TextOp::StartsWith,
+                _ => TextOp::EndsWith,
             };
-            if value.is_empty() {
-                return Err(Error::filter(
-                    vpath,
-                    format!("`{}` needs a non-empty string", op.as_str()),
-                ));
+            let slot = out.slot(|| CheckedFilter::Text {
+                target: r.target(),
+                op,
+                value: Text::EMPTY,
+            });
+            if let CheckedFilter::Text { value: dst, .. } = slot {
+                dst.set(t);
             }
-            done(CheckedFilter::Text {
-                target,
-                op: match op {
-                    Op::Contains => TextOp::Contains,
-                    Op::StartsWith => TextOp::StartsWith,
-                    _ => TextOp::EndsWith,
-                },
-                value,
-            })
         }
-    })
+    }
+    Ok(())
+}
+
+/// A JSON operand with a NUL in a string.
+#[cold]
+#[inline(never)]
+fn json_nul(at: Loc<'_>) -> Error {
+    Error::filter(at.value(NO_INDEX), "text must not contain NUL")
+}
+
+/// `contains` on a list field with an operand that is not an item.
+#[cold]
+#[inline(never)]
+fn list_item_error(target: &Resolved<'_>, item: ValueClass, at: Loc<'_>) -> Error {
+    Error::filter(
+        at.value(NO_INDEX),
+        format!(
+            "`{}` holds items that are {}",
+            target.name(),
+            expected(item)
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -917,6 +1159,14 @@ mod tests {
 
     #[test]
     fn text_holds_short_and_long_strings() {
+        for n in 0..=40 {
+            let s: String = "abcdefghijklmnopqrstuvwxyz0123456789äöü€😀"
+                .chars()
+                .cycle()
+                .take(n)
+                .collect();
+            assert_eq!(Text::new(&s).as_str(), s);
+        }
         for s in [
             "",
             "a",
