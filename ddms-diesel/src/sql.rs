@@ -1266,6 +1266,17 @@ impl<'a> Compiler<'a> {
 mod tests {
     use super::*;
 
+    /// Every value class.
+    const CLASSES: [ValueClass; 7] = [
+        ValueClass::Text,
+        ValueClass::Integer,
+        ValueClass::Number,
+        ValueClass::Boolean,
+        ValueClass::Date,
+        ValueClass::Datetime,
+        ValueClass::Uuid,
+    ];
+
     #[test]
     fn prefix_bounds_increment_the_last_character_that_has_a_successor() {
         // The general rule, character by character.
@@ -1306,15 +1317,7 @@ mod tests {
 
     #[test]
     fn json_extraction_casts_to_the_class_tables_type() {
-        for c in [
-            ValueClass::Text,
-            ValueClass::Integer,
-            ValueClass::Number,
-            ValueClass::Boolean,
-            ValueClass::Date,
-            ValueClass::Datetime,
-            ValueClass::Uuid,
-        ] {
+        for c in CLASSES {
             for (alias, key) in [("r", 2), ("o1", 17), ("o12", 345)] {
                 let mut out = String::new();
                 render_json(&mut out, alias, key, c);
@@ -1341,15 +1344,7 @@ mod tests {
 
     #[test]
     fn field_value_subqueries_open_on_their_class_table() {
-        for c in [
-            ValueClass::Text,
-            ValueClass::Integer,
-            ValueClass::Number,
-            ValueClass::Boolean,
-            ValueClass::Date,
-            ValueClass::Datetime,
-            ValueClass::Uuid,
-        ] {
+        for c in CLASSES {
             let mut out = String::new();
             push_fv_select(&mut out, c);
             assert_eq!(
