@@ -727,6 +727,7 @@ impl<'a> Compiler<'a> {
             .map(|id| id.as_u128())
     }
 
+    #[inline(always)]
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
         match a {
             Access::Column(s) => {
