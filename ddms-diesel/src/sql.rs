@@ -357,7 +357,7 @@ pub struct Compiler<'a> {
     /// a field more than once (a range is two predicates), and a lookup hashes the
     /// type id and the name (behind a lock, in the backend).
     /// The first few are kept, in place (no allocation for a small filter).
-    ready: [Option<(Uuid, Name, Option<FieldId>)>; READY_MEMO],
+    ready: [Option<(Uuid, MemoName, Option<FieldId>)>; READY_MEMO],
     /// Index subqueries emitted so far (bounded: each top-level one becomes a semi-join,
     /// and hundreds of joins would take the planner longer than any scan).
     index_subqueries: usize,
@@ -382,6 +382,39 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
 /// `Uuid` is 16 bytes of alignment 1, so an `Option<Uuid>` or an [`Access`] held it at
 /// an odd offset, written and read back in unaligned pieces (store-forwarding stalls).
 type FieldId = u128;
+
+/// A field name as the ready-index memo keeps it: up to 16 bytes in a word (names have
+/// no NUL, so the zero padding is unambiguous), longer ones shared. A clone of the
+/// shared [`Name`] costs an atomic increment, and its drop a decrement.
+#[derive(PartialEq)]
+enum MemoName {
+    Short(u128),
+    Long(Name),
+}
+
+impl MemoName {
+    #[inline(always)]
+    fn of(name: &Name) -> MemoName {
+        let b = name.as_str().as_bytes();
+        let n = b.len();
+        // Read in two (overlapping) loads, as for a checked filter's short texts.
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let half = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        MemoName::Short(match n {
+            0 => 0,
+            1..=3 => {
+                u128::from(b[0])
+                    | u128::from(b[n / 2]) << (8 * (n / 2))
+                    | u128::from(b[n - 1]) << (8 * (n - 1))
+            }
+            4 => u128::from(half(0)),
+            5..=7 => u128::from(half(0)) | u128::from(half(n - 4) >> (8 * (8 - n))) << 32,
+            8 => u128::from(word(0)),
+            9..=16 => u128::from(word(0)) | u128::from(word(n - 8) >> (8 * (16 - n))) << 64,
+            _ => return MemoName::Long(name.clone()),
+        })
+    }
+}
 
 /// How many answers of [`IndexLookup::ready_index`] a compiler keeps.
 const READY_MEMO: usize = 8;
@@ -674,16 +707,17 @@ impl<'a> Compiler<'a> {
 
     /// [`IndexLookup::ready_index`], asked once per field and compilation.
     fn ready_index(&mut self, type_id: Uuid, name: &Name) -> Option<FieldId> {
+        let key = MemoName::of(name);
         for slot in &mut self.ready {
             match slot {
-                Some((t, f, id)) if *t == type_id && f == name => return *id,
+                Some((t, f, id)) if *t == type_id && *f == key => return *id,
                 Some(_) => {}
                 None => {
                     let id = self
                         .indexes
                         .ready_index(type_id, name.as_str())
                         .map(|id| id.as_u128());
-                    *slot = Some((type_id, name.clone(), id));
+                    *slot = Some((type_id, key, id));
                     return id;
                 }
             }
@@ -693,6 +727,7 @@ impl<'a> Compiler<'a> {
             .map(|id| id.as_u128())
     }
 
+    #[inline(always)]
     fn render(&self, out: &mut String, alias: &str, a: &Access) {
         match a {
             Access::Column(s) => {
@@ -1312,6 +1347,30 @@ mod tests {
             assert_eq!(prefix_upper_bound(p), reference(p), "{p:?}");
             let bind = upper_bound_at(p).map(|at| upper_bound_bind(p, at));
             assert_eq!(bind, reference(p).map(Bind::Text), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn memo_names_are_equal_exactly_for_equal_names() {
+        let names: Vec<Name> = (1..=40)
+            .flat_map(|n| {
+                let base: String = "abcdefghijklmnopqrstuvwxyz0123456789_"
+                    .chars()
+                    .cycle()
+                    .take(n)
+                    .collect();
+                let mut other = base.clone();
+                other.replace_range(n - 1.., "z");
+                let mut first = base.clone();
+                first.replace_range(..1, "q");
+                [base, other, first]
+            })
+            .map(|s| Name::parse(&s).unwrap())
+            .collect();
+        for a in &names {
+            for b in &names {
+                assert_eq!(MemoName::of(a) == MemoName::of(b), a == b, "{a} {b}");
+            }
         }
     }
 

@@ -638,7 +638,17 @@ fn bounds(f: &Filter, path: Path<'_>, depth: usize, clauses: &mut usize) -> Resu
                 "or"
             };
             let kp = path.key(key);
-            for (i, g) in v.iter().enumerate() {
+            // The list's leading predicates, when even all its items fit both bounds
+            // (the common case: all of them), are only counted, without a test each;
+            // the loop below takes the rest (a nested list adds its own clauses).
+            let mut first = 0;
+            if depth < MAX_DEPTH && *clauses + v.len() <= MAX_CLAUSES {
+                while let Some(Filter::Pred { .. }) = v.get(first) {
+                    first += 1;
+                }
+                *clauses += first;
+            }
+            for (i, g) in v.iter().enumerate().skip(first) {
                 // A predicate within both bounds is only counted; the general case
                 // below reports one that is not.
                 if matches!(g, Filter::Pred { .. }) && depth < MAX_DEPTH && *clauses < MAX_CLAUSES {
