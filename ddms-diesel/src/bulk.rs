@@ -711,8 +711,7 @@ impl BulkLoad {
 
     /// Acts as `ddms_app` bound to the tenant (for the rest of the transaction).
     fn as_app(&mut self) -> Result<()> {
-        simple(&mut self.conn, "SET LOCAL ROLE ddms_app")?;
-        self.scope(self.tenant)
+        as_tenant_app(&mut self.conn, self.tenant, &self.actor).map_err(db("set tenant"))
     }
 
     fn scope(&mut self, tenant: Uuid) -> Result<()> {
@@ -2040,17 +2039,6 @@ impl BulkLoad {
             .find(|(_, id, _)| *id == ty.id)
             .map(|(_, _, f)| f.clone())
             .ok_or_else(|| Error::Internal(format!("entity type {} is unknown", ty.name)))?;
-        // With a builder connection, it derives the rows from the records once this
-        // step has committed (those this transaction wrote: their `xmin`), while this
-        // one loads the next; else they come from the staging table now.
-        let deferred = if self.opts.connections >= 2 {
-            let xid: Vec<NameRow> = diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
-                .load(&mut self.conn)
-                .map_err(db("transaction id"))?;
-            xid.into_iter().next().map(|r| r.name)
-        } else {
-            None
-        };
         // (field, field id, table, cast) of every indexed field, in field order.
         let indexed: Vec<_> = ty
             .fields
@@ -2062,82 +2050,97 @@ impl BulkLoad {
                 Some((f, id, table, cast))
             })
             .collect();
-        for (_, _, table, _) in &indexed {
-            self.count_rows(table, n)?;
-        }
-        let Some(xid) = deferred else {
-            for (f, field_id, table, cast) in &indexed {
-                let mut s = Sql::new();
-                let t = s.param(Bind::Uuid(self.tenant));
-                let fid = s.param(Bind::Uuid(*field_id));
-                let key = s.param(Bind::Text(f.name.to_string()));
-                let uniq = s.param(Bind::Bool(f.unique));
-                // Exactly the trigger's expression (`ddms_records_inserted`).
-                s.push(&format!(
-                    "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) \
-                     SELECT {t}, {fid}, s.id, (s.data->>{key})::{cast}, {uniq} FROM ddms_stage_records s"
-                ));
-                s.query()
-                    .execute(&mut self.conn)
-                    .map_err(db(&format!("field values of {}", f.name)))?;
-            }
-            return self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range);
-        };
         if !indexed.is_empty() {
-            // One statement for the step: one scan of its records extracts every indexed
-            // value (the trigger's `data->>name`, cast the same way below), and one
-            // INSERT per table writes them, field after field.
-            let mut s = Sql::new();
-            let t = s.param(Bind::Uuid(self.tenant));
-            let ty_id = s.param(Bind::Uuid(ty.id));
-            let xid = s.param(Bind::Text(xid));
-            let mut values = String::new();
-            let mut inserts: Vec<(&str, Vec<String>)> = Vec::new();
-            for (i, (f, field_id, table, cast)) in indexed.iter().enumerate() {
-                let key = s.param(Bind::Text(f.name.to_string()));
-                let fid = s.param(Bind::Uuid(*field_id));
-                let uniq = s.param(Bind::Bool(f.unique));
-                values.push_str(&format!(", r.data->>{key} AS v{i}"));
-                let select = format!("SELECT {t}, {fid}, s.id, s.v{i}::{cast}, {uniq} FROM s");
-                match inserts.iter_mut().find(|(tb, _)| tb == table) {
-                    Some((_, selects)) => selects.push(select),
-                    None => inserts.push((table, vec![select])),
-                }
+            for (_, _, table, _) in &indexed {
+                self.count_rows(table, n)?;
             }
-            let materialized = if indexed.len() > 1 {
-                " MATERIALIZED"
+            // With a builder connection, it derives the rows from the records once this
+            // step has committed (those this transaction wrote: their `xmin`), while
+            // this one loads the next; else they come from the staging table now.
+            if self.opts.connections >= 2 {
+                let xid: Vec<NameRow> =
+                    diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
+                        .load(&mut self.conn)
+                        .map_err(db("transaction id"))?;
+                let xid = xid
+                    .into_iter()
+                    .next()
+                    .map(|r| r.name)
+                    .ok_or_else(|| Error::Internal("no transaction id".into()))?;
+                let (sql, tables) = self.field_values_sql(ty.id, &indexed, Some(xid));
+                let task = Task {
+                    rows: n,
+                    tables,
+                    name: format!("field values of {}", ty.name),
+                    work: Work::Tenant(sql),
+                };
+                self.shadow_mut()?.derived.push(task);
             } else {
-                ""
-            };
-            let mut sql = format!(
-                "WITH s AS{materialized} (SELECT r.id{values} FROM {SHADOW_SCHEMA}.records r \
-                 WHERE r.entity_type_id = {ty_id} AND r.xmin = xid({xid}::xid8))"
-            );
-            let insert = |(table, selects): &(&str, Vec<String>)| {
-                format!(
-                    "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) {}",
-                    selects.join(" UNION ALL ")
-                )
-            };
-            for (i, w) in inserts.iter().enumerate().skip(1) {
-                sql.push_str(&format!(", w{i} AS ({})", insert(w)));
+                let (sql, _) = self.field_values_sql(ty.id, &indexed, None);
+                sql.query()
+                    .execute(&mut self.conn)
+                    .map_err(db(&format!("field values of {}", ty.name)))?;
             }
-            sql.push(' ');
-            sql.push_str(&insert(&inserts[0]));
-            s.push(&sql);
-            let task = Task {
-                rows: n,
-                tables: inserts.iter().map(|(t, _)| t.to_string()).collect(),
-                name: format!("field values of {}", ty.name),
-                work: Work::Tenant {
-                    tenant: self.tenant,
-                    actor: self.actor.clone(),
-                    sql: s,
-                },
-            };
-            self.shadow_mut()?.derived.push(task);
         }
         self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range)
+    }
+
+    /// One statement writing the field-value rows of `indexed` (field, field id, table,
+    /// cast) for the records of a copy step: those in the staging table (`xid` `None`),
+    /// or the committed records of type `ty` that transaction `xid` wrote. One scan
+    /// extracts every indexed value (the trigger's `data->>name`, cast the same way, as
+    /// in `ddms_records_inserted`) and one INSERT per table writes them, field after
+    /// field. Returns the statement and the tables it fills.
+    fn field_values_sql(
+        &self,
+        ty: Uuid,
+        indexed: &[(&ddms_core::Field, Uuid, &'static str, &'static str)],
+        xid: Option<String>,
+    ) -> (Sql, Vec<String>) {
+        let mut s = Sql::new();
+        let t = s.param(Bind::Uuid(self.tenant));
+        let from = match xid {
+            Some(xid) => {
+                let ty_id = s.param(Bind::Uuid(ty));
+                let xid = s.param(Bind::Text(xid));
+                format!(
+                    "{SHADOW_SCHEMA}.records r WHERE r.entity_type_id = {ty_id} AND r.xmin = xid({xid}::xid8)"
+                )
+            }
+            None => "ddms_stage_records r".to_string(),
+        };
+        let mut values = String::new();
+        let mut inserts: Vec<(&str, Vec<String>)> = Vec::new();
+        for (i, (f, field_id, table, cast)) in indexed.iter().enumerate() {
+            let key = s.param(Bind::Text(f.name.to_string()));
+            let fid = s.param(Bind::Uuid(*field_id));
+            let uniq = s.param(Bind::Bool(f.unique));
+            values.push_str(&format!(", r.data->>{key} AS v{i}"));
+            let select = format!("SELECT {t}, {fid}, s.id, s.v{i}::{cast}, {uniq} FROM s");
+            match inserts.iter_mut().find(|(tb, _)| tb == table) {
+                Some((_, selects)) => selects.push(select),
+                None => inserts.push((table, vec![select])),
+            }
+        }
+        let materialized = if indexed.len() > 1 {
+            " MATERIALIZED"
+        } else {
+            ""
+        };
+        let mut sql = format!("WITH s AS{materialized} (SELECT r.id{values} FROM {from})");
+        let insert = |(table, selects): &(&str, Vec<String>)| {
+            format!(
+                "INSERT INTO {SHADOW_SCHEMA}.{table} (tenant_id, field_id, record_id, v, uniq) {}",
+                selects.join(" UNION ALL ")
+            )
+        };
+        for (i, w) in inserts.iter().enumerate().skip(1) {
+            sql.push_str(&format!(", w{i} AS ({})", insert(w)));
+        }
+        sql.push(' ');
+        sql.push_str(&insert(&inserts[0]));
+        s.push(&sql);
+        (s, inserts.iter().map(|(t, _)| t.to_string()).collect())
     }
 
     fn shadow_relation_rows(
@@ -2314,9 +2317,10 @@ impl BulkLoad {
     fn queue(&mut self, tasks: Vec<Task>, workers: usize) -> Result<()> {
         let settings = self.index_settings()?;
         let url = self.url.clone();
+        let scope = (self.tenant, self.actor.clone());
         self.shadow_mut()?
             .builder
-            .get_or_insert_with(|| Builder::new(url, settings))
+            .get_or_insert_with(|| Builder::new(url, settings, scope))
             .add(tasks, workers);
         Ok(())
     }
@@ -2535,6 +2539,12 @@ impl Drop for BulkLoad {
     }
 }
 
+/// Acts as `ddms_app` bound to `tenant` and `actor` for the rest of the transaction.
+fn as_tenant_app(c: &mut PgConnection, tenant: Uuid, actor: &str) -> diesel::QueryResult<()> {
+    c.batch_execute("SET LOCAL ROLE ddms_app")?;
+    crate::pool::set_scope(c, Some(tenant), actor, true)
+}
+
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -2545,6 +2555,8 @@ fn quote_ident(s: &str) -> String {
 struct Builder {
     url: String,
     settings: String,
+    /// The tenant and actor that tenant writes ([`Work::Tenant`]) act for.
+    scope: (Uuid, String),
     state: std::sync::Arc<BuilderState>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -2565,13 +2577,9 @@ struct Task {
 enum Work {
     /// DDL or ANALYZE, as the tables' owner.
     Owner(String),
-    /// Tenant rows written as `ddms_app` bound to the tenant, in a transaction of their
-    /// own (the field-value rows of a type's committed records).
-    Tenant {
-        tenant: Uuid,
-        actor: String,
-        sql: Sql,
-    },
+    /// Tenant rows written as `ddms_app` bound to the load's tenant, in a transaction of
+    /// their own (the field-value rows of a type's committed records).
+    Tenant(Sql),
 }
 
 /// The builder's work list.
@@ -2604,10 +2612,11 @@ impl fmt::Debug for Builder {
 }
 
 impl Builder {
-    fn new(url: String, settings: String) -> Builder {
+    fn new(url: String, settings: String, scope: (Uuid, String)) -> Builder {
         Builder {
             url,
             settings,
+            scope,
             state: std::sync::Arc::default(),
             workers: Vec::new(),
         }
@@ -2619,7 +2628,7 @@ impl Builder {
             let mut q = self.state.queue.lock();
             for t in tasks {
                 match t.work {
-                    Work::Tenant { .. } => q.writes.push_back(t),
+                    Work::Tenant(_) => q.writes.push_back(t),
                     Work::Owner(_) => q.owner.push(t),
                 }
             }
@@ -2634,8 +2643,9 @@ impl Builder {
             let state = self.state.clone();
             let url = self.url.clone();
             let settings = self.settings.clone();
+            let scope = self.scope.clone();
             self.workers.push(std::thread::spawn(move || {
-                build_worker(&url, &settings, &state)
+                build_worker(&url, &settings, &scope, &state)
             }));
         }
     }
@@ -2660,7 +2670,7 @@ impl Builder {
     }
 }
 
-fn build_worker(url: &str, settings: &str, state: &BuilderState) {
+fn build_worker(url: &str, settings: &str, scope: &(Uuid, String), state: &BuilderState) {
     let fail = |e: Error| {
         state
             .failed
@@ -2708,15 +2718,14 @@ fn build_worker(url: &str, settings: &str, state: &BuilderState) {
             Work::Owner(sql) => conn
                 .batch_execute(sql)
                 .map_err(|e| rebuild_error(&task.name, e)),
-            Work::Tenant { tenant, actor, sql } => conn
+            Work::Tenant(sql) => conn
                 .transaction(|c| {
-                    c.batch_execute("SET LOCAL ROLE ddms_app")?;
-                    crate::pool::set_scope(c, Some(*tenant), actor, true)?;
+                    as_tenant_app(c, scope.0, &scope.1)?;
                     sql.query().execute(c).map(|_| ())
                 })
                 .map_err(db(&task.name)),
         };
-        if matches!(task.work, Work::Tenant { .. }) {
+        if matches!(task.work, Work::Tenant(_)) {
             let mut q = state.queue.lock();
             for t in &task.tables {
                 if let Some(i) = q.filling.iter().position(|x| x == t) {
