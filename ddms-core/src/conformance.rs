@@ -3046,6 +3046,53 @@ fn page_through(recs: &Records, q: &Query, limit: usize, what: &str) -> Vec<Reco
 /// Sort keys (field, descending) and an optional filter.
 type SortSpec = (Vec<(String, bool)>, Option<Value>);
 
+/// Whether `r` passes `f`: one comparison (`eq`, `lt`, `lte`, `gt`, `gte`) or an `and`
+/// of them, on a field that must be present; numbers, dates, timestamps (RFC 3339),
+/// texts and booleans compared as such.
+fn bounds_match(r: &Record, f: &Value) -> bool {
+    use std::cmp::Ordering;
+    if let Some(all) = f.get("and").and_then(Value::as_array) {
+        return all.iter().all(|g| bounds_match(r, g));
+    }
+    let (Some(field), Some(op), Some(want)) =
+        (f["field"].as_str(), f["op"].as_str(), f.get("value"))
+    else {
+        panic!("not a comparison: {f}");
+    };
+    let Some(have) = r.data.get(field) else {
+        return false;
+    };
+    let ord = match (have, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64().partial_cmp(&b.as_f64()),
+        (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+        (Value::String(a), Value::String(b)) => {
+            if let (Ok(x), Ok(y)) = (
+                chrono::DateTime::parse_from_rfc3339(a),
+                chrono::DateTime::parse_from_rfc3339(b),
+            ) {
+                Some(x.cmp(&y))
+            } else if let (Ok(x), Ok(y)) = (
+                a.parse::<chrono::NaiveDate>(),
+                b.parse::<chrono::NaiveDate>(),
+            ) {
+                Some(x.cmp(&y))
+            } else {
+                Some(a.as_str().cmp(b.as_str()))
+            }
+        }
+        _ => None,
+    };
+    let Some(ord) = ord else { return false };
+    match op {
+        "eq" => ord == Ordering::Equal,
+        "lt" => ord == Ordering::Less,
+        "lte" => ord != Ordering::Greater,
+        "gt" => ord == Ordering::Greater,
+        "gte" => ord != Ordering::Less,
+        _ => panic!("not a bound: {op}"),
+    }
+}
+
 fn check_sorts(recs: &Records, rows: &[Record], suffix: &str, with_system: bool) {
     let k = |f: &str, desc: bool| {
         let f = if ["id", "created_at", "updated_at"].contains(&f) {
@@ -3078,6 +3125,37 @@ fn check_sorts(recs: &Records, rows: &[Record], suffix: &str, with_system: bool)
         (
             vec![k("int", false)],
             Some(json!({"field": format!("int{suffix}"), "op": "gte", "value": 0})),
+        ),
+        // Bounded by the one sort field (the PostgreSQL backend reads these off the
+        // field's value index): each value class, both directions, an equality.
+        (
+            vec![k("num", true)],
+            Some(json!({"field": format!("num{suffix}"), "op": "lt", "value": 1e12})),
+        ),
+        (
+            vec![k("txt", false)],
+            Some(json!({"field": format!("txt{suffix}"), "op": "gt", "value": ""})),
+        ),
+        (
+            vec![k("int", true)],
+            Some(
+                json!({"and": [{"field": format!("int{suffix}"), "op": "gte", "value": -1_000_000_000_000_i64},
+                                {"field": format!("int{suffix}"), "op": "lt", "value": 1_000_000_000_000_i64}]}),
+            ),
+        ),
+        (
+            vec![k("ts", true)],
+            Some(
+                json!({"field": format!("ts{suffix}"), "op": "gte", "value": "1970-01-01T00:00:00Z"}),
+            ),
+        ),
+        (
+            vec![k("day", false)],
+            Some(json!({"field": format!("day{suffix}"), "op": "lte", "value": "2999-12-31"})),
+        ),
+        (
+            vec![k("flag", true)],
+            Some(json!({"field": format!("flag{suffix}"), "op": "eq", "value": true})),
         ),
         (
             vec![k("txt", true), k("day", false)],
@@ -3121,11 +3199,7 @@ fn check_sorts(recs: &Records, rows: &[Record], suffix: &str, with_system: bool)
             .iter()
             .filter(|r| match &filter {
                 None => true,
-                Some(f) if f.get("field").is_some() => r
-                    .data
-                    .get(&format!("int{suffix}"))
-                    .and_then(Value::as_i64)
-                    .is_some_and(|v| v >= 0),
+                Some(f) if f.get("or").is_none() => bounds_match(r, f),
                 Some(_) => {
                     !r.data.contains_key(&format!("txt{suffix}"))
                         || r.data

@@ -378,6 +378,82 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
     }
 }
 
+/// A list that can be read off one field's value index in order ([`Compiler::query`]
+/// takes this route when the field's index is ready): sorted by a user field of a value
+/// class (then `id`, in the same direction), filtered only by bounds on that field — an
+/// equality, or at most one lower and one upper bound — so every match has a value, and
+/// a keyset position, if any, names both the value and the id.
+struct ValueWalk<'q> {
+    name: &'q Name,
+    class: ValueClass,
+    desc: bool,
+    /// An equality (`=`) or a lower bound (`>`, `>=`).
+    lower: Option<(CmpOp, &'q Scalar)>,
+    /// An upper bound (`<`, `<=`).
+    upper: Option<(CmpOp, &'q Scalar)>,
+    after: Option<(&'q Scalar, &'q Scalar)>,
+}
+
+impl<'q> ValueWalk<'q> {
+    fn of(q: &'q CheckedQuery) -> Option<ValueWalk<'q>> {
+        let [key, tie] = q.sort.as_slice() else {
+            return None;
+        };
+        let Target::Field { name, kind, .. } = &key.target else {
+            return None;
+        };
+        if !matches!(tie.target, Target::System(SysField::Id)) || tie.desc != key.desc {
+            return None;
+        }
+        let class = kind.value_class()?;
+        let preds = match q.filter.as_ref()? {
+            CheckedFilter::And(v) => v.as_slice(),
+            c @ CheckedFilter::Compare { .. } => std::slice::from_ref(c),
+            _ => return None,
+        };
+        let (mut lower, mut upper, mut eq) = (None, None, false);
+        for p in preds {
+            let CheckedFilter::Compare {
+                target: Target::Field { name: n, .. },
+                op,
+                value,
+            } = p
+            else {
+                return None;
+            };
+            if n.as_str() != name.as_str() {
+                return None;
+            }
+            let slot = match op {
+                CmpOp::Eq if lower.is_none() && upper.is_none() => {
+                    eq = true;
+                    &mut lower
+                }
+                CmpOp::Gt | CmpOp::Gte if !eq => &mut lower,
+                CmpOp::Lt | CmpOp::Lte if !eq => &mut upper,
+                _ => return None,
+            };
+            if slot.replace((*op, value)).is_some() {
+                return None;
+            }
+        }
+        lower.or(upper)?;
+        let after = match q.after.as_deref() {
+            None => None,
+            Some([Some(v), Some(id)]) => Some((v, id)),
+            Some(_) => return None,
+        };
+        Some(ValueWalk {
+            name,
+            class,
+            desc: key.desc,
+            lower,
+            upper,
+            after,
+        })
+    }
+}
+
 /// A field id as the compiler carries it between the index lookup and its bind: a
 /// `Uuid` is 16 bytes of alignment 1, so an `Option<Uuid>` or an [`Access`] held it at
 /// an odd offset, written and read back in unaligned pieces (store-forwarding stalls).
@@ -1162,13 +1238,24 @@ impl<'a> Compiler<'a> {
     ///   rather than walk an index in order — fine for them, a disaster for a big one
     ///   (seen in the test suite: a hash join over the type for a sorted list).
     ///
-    /// So only a list by a unique field's value is stable: the filter is that one
-    /// equality ([`Compiler::via_unique`]), with at most one sort key. At most one record
-    /// can match whatever the value or the tenant's size, and every plan starts from it.
-    /// Keeping to that one shape also bounds the statement texts a connection keeps
-    /// prepared (Diesel's statement cache is unbounded): a few hundred (value classes ×
-    /// sort keys × keyset forms), whatever filters clients send.
+    /// So two shapes are stable:
+    /// - a list by a unique field's value: the filter is that one equality
+    ///   ([`Compiler::via_unique`]), with at most one sort key. At most one record can
+    ///   match whatever the value or the tenant's size, and every plan starts from it;
+    /// - a list bounded by one indexed field and sorted by it ([`ValueWalk`]), compiled
+    ///   to a walk of that field's value index whose plan has no other sensible shape
+    ///   ([`Compiler::value_walk`]).
+    ///
+    /// Keeping to these shapes also bounds the statement texts a connection keeps
+    /// prepared (Diesel's statement cache is unbounded): a few hundred each (value
+    /// classes × sort keys or bounds × keyset forms; page sizes in powers of two),
+    /// whatever filters clients send.
     pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
+        if let Some(walk) = ValueWalk::of(q) {
+            if let Some(field_id) = self.ready_index(type_id, walk.name) {
+                return self.value_walk(&walk, field_id, q.limit, type_id, type_version);
+            }
+        }
         // Sort expressions; indexed user fields sort through a joined field-value table.
         let mut joins_sql = String::new();
         let mut keys: Vec<(String, bool, bool)> = Vec::new(); // (expr, desc, nullable)
@@ -1237,6 +1324,80 @@ impl<'a> Compiler<'a> {
             order.join(", ")
         );
         sql.text = text;
+        sql
+    }
+
+    /// A list read off one field's value index ([`ValueWalk`]): the first `limit + 1`
+    /// entries of `fv_* (tenant_id, field_id, v, record_id)` within the bounds, after
+    /// the keyset position, in index order; then each record by its primary key.
+    ///
+    /// Runs prepared ([`Sql::stable_plan`]): the inner query has its own `ORDER BY ..
+    /// LIMIT`, and the records are joined one by one (`LATERAL .. LIMIT 1`), so the
+    /// plan has a single shape to choose for the big part — how to read the value
+    /// index's range in order. A generic plan sees neither the bounds nor the tenant's
+    /// size; it estimates the range as a small fraction of the field's entries and a
+    /// parameter `LIMIT` as a tenth of them, and for any estimate reading the range in
+    /// index order and stopping after `limit + 1` entries costs a tenth of reading it
+    /// all and sorting (checked as the app role, with many small tenants beside a big
+    /// one, in `tests/pg/plans.rs`). The texts come from a bounded set: value class ×
+    /// bound operators × direction × keyset or not.
+    fn value_walk(
+        mut self,
+        walk: &ValueWalk<'_>,
+        field_id: FieldId,
+        limit: usize,
+        type_id: Uuid,
+        type_version: i64,
+    ) -> Sql {
+        let table = class_table(walk.class).0;
+        let f = self.sql.param(Bind::Uuid(Uuid::from_u128(field_id)));
+        let mut inner = format!(
+            "SELECT x.record_id, x.v FROM {table} x WHERE x.tenant_id = {TENANT} AND x.field_id = {f}"
+        );
+        for (op, v) in [walk.lower, walk.upper].into_iter().flatten() {
+            let p = self.sql.param(Bind::scalar(v));
+            inner.push_str(" AND x.v");
+            push_cmp(&mut inner, op);
+            inner.push_str(&p);
+        }
+        let dir = if walk.desc { " DESC" } else { "" };
+        if let Some((v, id)) = walk.after {
+            let (p, i) = (
+                self.sql.param(Bind::scalar(v)),
+                self.sql.param(Bind::scalar(id)),
+            );
+            let op = if walk.desc { "<" } else { ">" };
+            let _ = write!(inner, " AND (x.v, x.record_id) {op} ({p}, {i})");
+        }
+        // The inner limit is a constant of ours, the page size rounded up to a power of
+        // two (at least 16): with a parameter there, a generic plan would count on a
+        // tenth of the range's estimated entries, cost more than the custom plans for
+        // `limit + 1`, and never be chosen. The page size itself is bound, outside.
+        let bucket = (limit + 1).next_power_of_two().max(16);
+        // Under an equality the value is a constant: ordering by it too would leave the
+        // outer query a (small, needless) sort of the page.
+        let by_v = |alias: &str| match walk.lower {
+            Some((CmpOp::Eq, _)) => String::new(),
+            _ => format!("{alias}.v{dir}, "),
+        };
+        let _ = write!(
+            inner,
+            " ORDER BY {}x.record_id{dir} LIMIT {bucket}",
+            by_v("x")
+        );
+        let n = self.sql.param(Bind::Int(limit as i64 + 1));
+        let ty = self.sql.param(Bind::Uuid(type_id));
+        let ver = self.sql.param(Bind::Int(type_version));
+        let mut sql = self.sql;
+        sql.stable_plan = true;
+        sql.text = format!(
+            "SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by \
+             FROM ({inner}) s0 CROSS JOIN LATERAL (SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by \
+             FROM records r WHERE r.tenant_id = {TENANT} AND r.id = s0.record_id AND r.entity_type_id = {ty} LIMIT 1) r \
+             WHERE EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {TENANT} AND et.id = {ty} AND et.version = {ver}) \
+             ORDER BY {}s0.record_id{dir} LIMIT {n}",
+            by_v("s0")
+        );
         sql
     }
 
