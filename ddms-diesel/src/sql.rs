@@ -207,10 +207,12 @@ impl Sql {
     }
 
     /// A Diesel query with every bind applied: planned per call, or kept prepared when
-    /// [`Compiler::query`] marked its plan stable (see [`Sql::prepared`] for the cached
-    /// form).
+    /// [`Compiler::query`] marked its plan stable and the text is one of the first
+    /// [`crate::statement::STABLE_TEXTS`] such texts this process has seen (see
+    /// [`Sql::prepared`] for the cached form).
     pub fn query(&self) -> crate::statement::Statement {
-        crate::statement::Statement::new(self.clone(), self.stable_plan)
+        let cache = self.stable_plan && crate::statement::admit_stable(&self.text);
+        crate::statement::Statement::new(self.clone(), cache)
     }
 }
 
@@ -1249,7 +1251,8 @@ impl<'a> Compiler<'a> {
     /// Keeping to these shapes also bounds the statement texts a connection keeps
     /// prepared (Diesel's statement cache is unbounded): a few hundred each (value
     /// classes × sort keys or bounds × keyset forms; page sizes in powers of two),
-    /// whatever filters clients send.
+    /// whatever filters clients send; and of those only the first
+    /// [`crate::statement::STABLE_TEXTS`] a process sees run prepared.
     pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
         if let Some(walk) = ValueWalk::of(q) {
             if let Some(field_id) = self.ready_index(type_id, walk.name) {

@@ -16,6 +16,10 @@
 //! filter that plan can be far off (tried: an equality list fell from 1.4k to 10 req/s),
 //! so other list queries are planned per call.
 
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::sync::{LazyLock, Mutex};
+
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types as st;
@@ -23,6 +27,53 @@ use diesel::sql_types::Untyped;
 use diesel::{QueryResult, RunQueryDsl};
 
 use crate::sql::{Bind, Sql};
+
+/// How many distinct list texts marked stable ([`Sql::stable_plan`]) may run prepared.
+/// Their number is bounded by their shapes (value classes × bounds × directions × keyset
+/// forms × page-size buckets: a few thousand at most), but each one a connection keeps
+/// prepared holds ~130 kB of plan in its PostgreSQL backend (measured for a value walk:
+/// `pg_backend_memory_contexts`), and Diesel's statement cache never evicts. So the
+/// first texts a process sees run prepared and later new ones are planned per call:
+/// at most 64 × ~130 kB ≈ 8 MB per connection, whatever clients send.
+pub const STABLE_TEXTS: usize = 64;
+
+/// The stable texts admitted so far (by hash), up to a cap.
+struct Admitted {
+    cap: usize,
+    seen: Mutex<HashSet<u64>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Admitted {
+    fn new(cap: usize) -> Admitted {
+        Admitted {
+            cap,
+            seen: Mutex::new(HashSet::new()),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// True when `text` was admitted before, or is admitted now (room left).
+    fn admit(&self, text: &str) -> bool {
+        let key = self.hasher.hash_one(text);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&key) {
+            return true;
+        }
+        if seen.len() < self.cap {
+            seen.insert(key);
+            return true;
+        }
+        false
+    }
+}
+
+static ADMITTED: LazyLock<Admitted> = LazyLock::new(|| Admitted::new(STABLE_TEXTS));
+
+/// Whether a stable list text may run prepared (see [`STABLE_TEXTS`]).
+pub(crate) fn admit_stable(text: &str) -> bool {
+    ADMITTED.admit(text)
+}
 
 /// An [`Sql`] ready to run: planned per call, or cached as a prepared statement.
 #[derive(Debug, Clone)]
@@ -143,6 +194,20 @@ impl Sql {
 mod tests {
     use super::*;
     use diesel::query_builder::QueryBuilder;
+
+    #[test]
+    fn stable_texts_are_admitted_up_to_the_cap_and_known_ones_stay_admitted() {
+        let a = Admitted::new(3);
+        for t in ["a", "b", "c"] {
+            assert!(a.admit(t), "{t}: room left");
+        }
+        assert!(!a.admit("d"), "a fourth text is planned per call");
+        assert!(!a.admit("e"));
+        for t in ["c", "a", "b"] {
+            assert!(a.admit(t), "{t} was admitted and stays so");
+        }
+        assert!(!a.admit("d"));
+    }
 
     #[test]
     fn placeholders_are_renumbered_in_text_order_and_repeats_bind_twice() {
