@@ -1244,9 +1244,9 @@ impl<'a> Compiler<'a> {
     /// - a list by a unique field's value: the filter is that one equality
     ///   ([`Compiler::via_unique`]), with at most one sort key. At most one record can
     ///   match whatever the value or the tenant's size, and every plan starts from it;
-    /// - a list bounded by one indexed field and sorted by it ([`ValueWalk`]), compiled
+    /// - a list bounded by one indexed field and sorted by it (`ValueWalk`), compiled
     ///   to a walk of that field's value index whose plan has no other sensible shape
-    ///   ([`Compiler::value_walk`]).
+    ///   (`Compiler::value_walk`).
     ///
     /// Keeping to these shapes also bounds the statement texts a connection keeps
     /// prepared (Diesel's statement cache is unbounded): a few hundred each (value
