@@ -1343,7 +1343,7 @@ impl<'a> Compiler<'a> {
     /// index order and stopping after `limit + 1` entries costs a tenth of reading it
     /// all and sorting (checked as the app role, with many small tenants beside a big
     /// one, in `tests/pg/plans.rs`). The texts come from a bounded set: value class ×
-    /// bound operators × direction × keyset or not.
+    /// bound operators × direction × keyset or not × page-size bucket.
     fn value_walk(
         mut self,
         walk: &ValueWalk<'_>,
