@@ -58,6 +58,8 @@ pub struct PgBackend {
     pub(crate) feed: Arc<crate::subscribe::FeedHub>,
     /// Concurrent single creates grouped into one statement.
     pub(crate) group: Arc<crate::group_insert::GroupInsert>,
+    /// The list texts this backend's connections keep prepared (bounded).
+    pub(crate) stable_texts: Arc<crate::statement::StableTexts>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -87,6 +89,7 @@ impl PgBackend {
             )),
             feed: Arc::new(crate::subscribe::FeedHub::new(&cfg.url)),
             group: Arc::default(),
+            stable_texts: Arc::default(),
         })
     }
 

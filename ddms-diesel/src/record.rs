@@ -47,9 +47,10 @@ impl PgBackend {
         // No common snapshot needed: the version check below only tells an empty
         // result from a changed type, and types only move forward.
         // Prepared only when its plan cannot depend on the values (`stable_plan`, see
-        // `Compiler::query`); otherwise planned per call.
+        // `Compiler::query`) and the backend admits its text (`StableTexts`: a bounded
+        // set); otherwise planned per call.
         self.once(sc, |c| {
-            let rows: Vec<R> = sql.query().load(c)?;
+            let rows: Vec<R> = self.stable_texts.statement(&sql).load(c)?;
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the
                 // type changed since the query was checked. Tell the two apart.

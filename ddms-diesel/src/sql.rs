@@ -206,13 +206,11 @@ impl Sql {
         format!("${}", self.binds.len())
     }
 
-    /// A Diesel query with every bind applied: planned per call, or kept prepared when
-    /// [`Compiler::query`] marked its plan stable and the text is one of the first
-    /// [`crate::statement::STABLE_TEXTS`] such texts this process has seen (see
-    /// [`Sql::prepared`] for the cached form).
+    /// A Diesel query with every bind applied, planned per call (see [`Sql::prepared`]
+    /// for the cached form; a list whose plan [`Compiler::query`] marked stable runs
+    /// prepared through its backend's bounded set of such texts).
     pub fn query(&self) -> crate::statement::Statement {
-        let cache = self.stable_plan && crate::statement::admit_stable(&self.text);
-        crate::statement::Statement::new(self.clone(), cache)
+        crate::statement::Statement::new(self.clone(), false)
     }
 }
 
@@ -1252,7 +1250,7 @@ impl<'a> Compiler<'a> {
     /// prepared (Diesel's statement cache is unbounded): a few hundred each (value
     /// classes × sort keys or bounds × keyset forms; page sizes in powers of two),
     /// whatever filters clients send; and of those only the first
-    /// [`crate::statement::STABLE_TEXTS`] a process sees run prepared.
+    /// [`crate::statement::STABLE_TEXTS`] a backend sees run prepared.
     pub fn query(mut self, q: &CheckedQuery, type_id: Uuid, type_version: i64) -> Sql {
         if let Some(walk) = ValueWalk::of(q) {
             if let Some(field_id) = self.ready_index(type_id, walk.name) {

@@ -1,6 +1,7 @@
 //! Running an [`Sql`] on a connection: [`Statement`] walks its text and binds for
-//! Diesel, planned per call ([`Sql::query`], unless the compiler marked the plan
-//! stable) or as a cached prepared statement ([`Sql::prepared`]).
+//! Diesel, planned per call ([`Sql::query`]) or as a cached prepared statement
+//! ([`Sql::prepared`]; lists whose plan the compiler marked stable through
+//! [`StableTexts`], which bounds them per backend).
 //!
 //! Prepared statements are for [`Sql`] whose text comes from a fixed set (a record by id,
 //! the insert of records): Diesel keeps them prepared per connection, keyed by their
@@ -18,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -28,25 +29,31 @@ use diesel::{QueryResult, RunQueryDsl};
 
 use crate::sql::{Bind, Sql};
 
-/// How many distinct list texts marked stable ([`Sql::stable_plan`]) may run prepared.
-/// Their number is bounded by their shapes (value classes × bounds × directions × keyset
-/// forms × page-size buckets: a few thousand at most), but each one a connection keeps
-/// prepared holds ~130 kB of plan in its PostgreSQL backend (measured for a value walk:
-/// `pg_backend_memory_contexts`), and Diesel's statement cache never evicts. So the
-/// first texts a process sees run prepared and later new ones are planned per call:
-/// at most 64 × ~130 kB ≈ 8 MB per connection, whatever clients send.
+/// How many distinct list texts marked stable ([`Sql::stable_plan`]) one backend runs
+/// prepared. Their number is bounded by their shapes (value classes × bounds ×
+/// directions × keyset forms × page-size buckets: a few thousand at most), but each one
+/// a connection keeps prepared holds ~130 kB of plan in its PostgreSQL backend (measured
+/// for a value walk: `pg_backend_memory_contexts`), and Diesel's statement cache never
+/// evicts. So the first texts a backend sees run prepared and later new ones are
+/// planned per call: at most 64 × ~130 kB ≈ 8 MB per connection, whatever clients send.
 pub const STABLE_TEXTS: usize = 64;
 
-/// The stable texts admitted so far (by hash), up to a cap.
-struct Admitted {
+/// The stable list texts a backend has admitted to run prepared (by hash), up to a cap.
+pub struct StableTexts {
     cap: usize,
     seen: Mutex<HashSet<u64>>,
     hasher: std::hash::RandomState,
 }
 
-impl Admitted {
-    fn new(cap: usize) -> Admitted {
-        Admitted {
+impl Default for StableTexts {
+    fn default() -> Self {
+        StableTexts::new(STABLE_TEXTS)
+    }
+}
+
+impl StableTexts {
+    fn new(cap: usize) -> StableTexts {
+        StableTexts {
             cap,
             seen: Mutex::new(HashSet::new()),
             hasher: std::hash::RandomState::new(),
@@ -66,13 +73,13 @@ impl Admitted {
         }
         false
     }
-}
 
-static ADMITTED: LazyLock<Admitted> = LazyLock::new(|| Admitted::new(STABLE_TEXTS));
-
-/// Whether a stable list text may run prepared (see [`STABLE_TEXTS`]).
-pub(crate) fn admit_stable(text: &str) -> bool {
-    ADMITTED.admit(text)
+    /// `sql` ready to run: prepared when its plan is stable and its text is admitted,
+    /// otherwise planned per call.
+    pub(crate) fn statement(&self, sql: &Sql) -> Statement {
+        let cache = sql.stable_plan && self.admit(&sql.text);
+        Statement::new(sql.clone(), cache)
+    }
 }
 
 /// An [`Sql`] ready to run: planned per call, or cached as a prepared statement.
@@ -197,7 +204,7 @@ mod tests {
 
     #[test]
     fn stable_texts_are_admitted_up_to_the_cap_and_known_ones_stay_admitted() {
-        let a = Admitted::new(3);
+        let a = StableTexts::new(3);
         for t in ["a", "b", "c"] {
             assert!(a.admit(t), "{t}: room left");
         }

@@ -368,5 +368,34 @@ fn one_pooled_session_serving_two_tenants_in_turn_never_mixes_them() {
         let all_a = pa.query(&Query::default()).unwrap().items;
         assert!(all_a.iter().all(|r| r.id != rec_b && r.id != theirs.id));
         assert_eq!(all_a.len(), 2 + 2 * (round + 1));
+        // A value walk (prepared: after a few calls on this session its generic plan is
+        // reused for both tenants) returns each tenant's own records only.
+        let walk: Query = serde_json::from_value(json!({
+            "filter": {"field": "budget", "op": "gte", "value": 0}, "sort": [{"field": "budget"}]
+        }))
+        .unwrap();
+        for _ in 0..4 {
+            for (p, own, other) in [(&pa, rec_a, rec_b), (&pb, rec_b, rec_a)] {
+                let ids: Vec<_> = p.query(&walk).unwrap().items.iter().map(|r| r.id).collect();
+                assert!(ids.contains(&own) && !ids.contains(&other), "{ids:?}");
+                assert_eq!(ids.len(), 2, "the two records with a budget");
+            }
+        }
     }
+    let checked = ta.records("project").unwrap();
+    let walk: Query = serde_json::from_value(json!({
+        "filter": {"field": "budget", "op": "gte", "value": 0}, "sort": [{"field": "budget"}]
+    }))
+    .unwrap();
+    let q = checked.check_query(&walk).unwrap();
+    let sql = ddms_diesel::sql::Compiler::new(a.scope().tenant.0, &db().backend).query(
+        &q,
+        q.entity_type.id,
+        q.entity_type.version,
+    );
+    assert!(
+        sql.stable_plan,
+        "the walk above runs prepared: {}",
+        sql.text
+    );
 }
