@@ -12,7 +12,9 @@
 #      default (shared_buffers=256MB, max_connections=200, durable: fsync on);
 #   3. `ddms seed` (1M records, 1.2M relations), then `ddms serve` (mock auth, the demo
 #      tenant);
-#   4. wrk, 16 connections, BENCH_RUNS runs of BENCH_DURATION each (medians reported):
+#   4. VACUUM and CHECKPOINT (steady state: autovacuum has nothing left to do during the
+#      loads; again before each PostgREST variant), then
+#      wrk, 16 connections, BENCH_RUNS runs of BENCH_DURATION each (medians reported):
 #      GET record by id, list with an indexed equality filter (a unique email; a status
 #      shared by 60k projects, 50 per page), range filter + sort +
 #      limit 50 on an indexed number, keyset page 10,000 (and again with one connection),
@@ -231,8 +233,12 @@ run_wrk() { # name base_url script [extra wrk args...]
   echo "$m_rps $m_p50 $m_p99"
 }
 
-# A checkpoint first, so that the dirty pages of the seed are not flushed during the
-# loads (that stalled commits for up to a second at the default max_wal_size=1GB).
+# Steady state before the loads: a VACUUM (the seed ends with ANALYZE only, so
+# autovacuum would otherwise process the freshly loaded tables during the first loads,
+# and index-only scans would still visit the heap), then a checkpoint, so that the dirty
+# pages of the seed are not flushed during the loads (that stalled commits for up to a
+# second at the default max_wal_size=1GB). PostgREST's copy gets the same VACUUM below.
+psql_ddms -c VACUUM
 psql_base -c CHECKPOINT
 say "DDMS loads: $CONNS connections, $THREADS wrk threads, $RUNS x $DURATION"
 R_GET=$(run_wrk ddms_get "$D" "$OUT/ddms_get.lua")
@@ -352,7 +358,7 @@ if [ "${BENCH_SKIP_POSTGREST:-0}" != 1 ]; then
     psql_ddms -c "\\copy (SELECT r.tenant_id, r.id, r.data, r.created_at FROM records r JOIN entity_types et ON et.tenant_id = r.tenant_id AND et.id = r.entity_type_id WHERE r.tenant_id = '$TENANT' AND et.name = '$et') TO STDOUT WITH (FORMAT binary)" \
       | psql_pgrst -c "\\copy pgrst.$tbl (tenant_id, id, data, created_at) FROM STDIN WITH (FORMAT binary)"
   done
-  psql_pgrst -c "ANALYZE pgrst.users" -c "ANALYZE pgrst.projects" -c "ANALYZE pgrst.resources"
+  psql_pgrst -c "VACUUM ANALYZE pgrst.users" -c "VACUUM ANALYZE pgrst.projects" -c "VACUUM ANALYZE pgrst.resources"
 
   TOKEN=$(python3 "$ROOT/scripts/postgrest/jwt.py" "$JWT_SECRET" "$TENANT")
   PGRST_PORT=$(free_port)
@@ -411,6 +417,10 @@ EOF
     PIDS+=($PGRST_PID)
     wait_http "$P/" || die "PostgREST did not come up (see $OUT/postgrest.log)"
     curl -fsS -H "Authorization: Bearer $TOKEN" "$P/users?id=eq.$ONE_ID" | grep -q "$ONE_ID" || die "PostgREST does not see the seeded rows"
+    # As before the DDMS loads: nothing left for autovacuum (the DDMS loads' and the
+    # previous variant's creates), then a checkpoint.
+    psql_ddms -c VACUUM
+    psql_pgrst -c VACUUM
     psql_base -c CHECKPOINT
     say "PostgREST ($variant) loads"
     PR[$variant,get]=$(run_wrk "pgrst_${variant}_get" "$P" "$OUT/pgrst_get.lua")
