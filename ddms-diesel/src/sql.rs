@@ -345,6 +345,10 @@ enum Access {
 /// The placeholder of the tenant id, which [`Compiler::new`] binds first.
 const TENANT: &str = "$1";
 
+/// The record columns of a list ([`crate::rows::RECORD_COLS`] of the alias `r`).
+const RECORD_COLS_R: &str =
+    "r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by";
+
 /// The compiler's state: the SQL being built (its first bind the tenant id).
 pub struct Compiler<'a> {
     /// Output.
@@ -1286,14 +1290,11 @@ impl<'a> Compiler<'a> {
             }
         }
         let ty = self.sql.param(Bind::Uuid(type_id));
-        let ver = self.sql.param(Bind::Int(type_version));
+        let guard = self.version_guard(&ty, type_version);
         let mut wh = vec![
             format!("r.tenant_id = {TENANT}"),
             format!("r.entity_type_id = {ty}"),
-            // Guard: the query was compiled against this version of the type.
-            format!(
-                "EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {TENANT} AND et.id = {ty} AND et.version = {ver})"
-            ),
+            guard,
         ];
         if let Some(f) = &q.filter {
             self.main_type = Some(q.entity_type.clone());
@@ -1320,7 +1321,7 @@ impl<'a> Compiler<'a> {
         let mut sql = self.sql;
         sql.stable_plan = stable_plan;
         let text = format!(
-            "SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by FROM records r{joins_sql} WHERE {} ORDER BY {} LIMIT {limit}",
+            "SELECT {RECORD_COLS_R} FROM records r{joins_sql} WHERE {} ORDER BY {} LIMIT {limit}",
             wh.join(" AND "),
             order.join(", ")
         );
@@ -1388,18 +1389,25 @@ impl<'a> Compiler<'a> {
         );
         let n = self.sql.param(Bind::Int(limit as i64 + 1));
         let ty = self.sql.param(Bind::Uuid(type_id));
-        let ver = self.sql.param(Bind::Int(type_version));
+        let guard = self.version_guard(&ty, type_version);
         let mut sql = self.sql;
         sql.stable_plan = true;
         sql.text = format!(
-            "SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by \
-             FROM ({inner}) s0 CROSS JOIN LATERAL (SELECT r.id, r.data, r.version, r.created_at, r.updated_at, r.created_by, r.updated_by \
+            "SELECT {RECORD_COLS_R} FROM ({inner}) s0 CROSS JOIN LATERAL (SELECT {RECORD_COLS_R} \
              FROM records r WHERE r.tenant_id = {TENANT} AND r.id = s0.record_id AND r.entity_type_id = {ty} LIMIT 1) r \
-             WHERE EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {TENANT} AND et.id = {ty} AND et.version = {ver}) \
-             ORDER BY {}s0.record_id{dir} LIMIT {n}",
+             WHERE {guard} ORDER BY {}s0.record_id{dir} LIMIT {n}",
             by_v("s0")
         );
         sql
+    }
+
+    /// The guard of a list: the query was compiled against version `version` of the
+    /// entity type bound as `ty` (no rows otherwise; see [`Compiler::query`]).
+    fn version_guard(&mut self, ty: &str, version: i64) -> String {
+        let ver = self.sql.param(Bind::Int(version));
+        format!(
+            "EXISTS (SELECT 1 FROM entity_types et WHERE et.tenant_id = {TENANT} AND et.id = {ty} AND et.version = {ver})"
+        )
     }
 
     /// Rows strictly after `after` in the order of `keys` (missing values sort last
