@@ -36,6 +36,17 @@ pub fn db() -> &'static Db {
     })
 }
 
+/// `q` checked against `recs`' type and compiled for `t`, as the backend compiles a list.
+#[allow(dead_code)]
+pub fn compile(t: &TenantScope, recs: &ddms_core::Records, q: &ddms_core::Query) -> Sql {
+    let checked = recs.check_query(q).unwrap();
+    ddms_diesel::sql::Compiler::new(t.scope().tenant.0, &db().backend).query(
+        &checked,
+        checked.entity_type.id,
+        checked.entity_type.version,
+    )
+}
+
 pub fn store() -> Store {
     db().store.clone()
 }

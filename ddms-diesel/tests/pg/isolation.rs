@@ -6,7 +6,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl};
 use serde_json::json;
 
-use crate::common::{app_role, count, db, store, superuser, tenant};
+use crate::common::{app_role, compile, count, db, store, superuser, tenant};
 
 fn seed_tenant(name: &str) -> (ddms_core::TenantScope, uuid::Uuid, uuid::Uuid) {
     let t = tenant(name);
@@ -343,6 +343,10 @@ fn one_pooled_session_serving_two_tenants_in_turn_never_mixes_them() {
     let one = ddms_core::Store::new(ddms_diesel::PgBackend::connect(&cfg).unwrap());
     let ta = one.tenant(Scope::new(a.scope().tenant, "alice", Role::Admin));
     let tb = one.tenant(Scope::new(b.scope().tenant, "bob", Role::Admin));
+    let walk: Query = serde_json::from_value(json!({
+        "filter": {"field": "budget", "op": "gte", "value": 0}, "sort": [{"field": "budget"}]
+    }))
+    .unwrap();
     for round in 0..3 {
         let pa = ta.records("project").unwrap();
         let pb = tb.records("project").unwrap();
@@ -370,10 +374,6 @@ fn one_pooled_session_serving_two_tenants_in_turn_never_mixes_them() {
         assert_eq!(all_a.len(), 2 + 2 * (round + 1));
         // A value walk (prepared: after a few calls on this session its generic plan is
         // reused for both tenants) returns each tenant's own records only.
-        let walk: Query = serde_json::from_value(json!({
-            "filter": {"field": "budget", "op": "gte", "value": 0}, "sort": [{"field": "budget"}]
-        }))
-        .unwrap();
         for _ in 0..4 {
             for (p, own, other) in [(&pa, rec_a, rec_b), (&pb, rec_b, rec_a)] {
                 let ids: Vec<_> = p.query(&walk).unwrap().items.iter().map(|r| r.id).collect();
@@ -382,17 +382,7 @@ fn one_pooled_session_serving_two_tenants_in_turn_never_mixes_them() {
             }
         }
     }
-    let checked = ta.records("project").unwrap();
-    let walk: Query = serde_json::from_value(json!({
-        "filter": {"field": "budget", "op": "gte", "value": 0}, "sort": [{"field": "budget"}]
-    }))
-    .unwrap();
-    let q = checked.check_query(&walk).unwrap();
-    let sql = ddms_diesel::sql::Compiler::new(a.scope().tenant.0, &db().backend).query(
-        &q,
-        q.entity_type.id,
-        q.entity_type.version,
-    );
+    let sql = compile(&a, &ta.records("project").unwrap(), &walk);
     assert!(
         sql.stable_plan,
         "the walk above runs prepared: {}",

@@ -2,12 +2,11 @@
 //! superuser, which bypasses RLS and would hide a fallback to scanning the tenant).
 
 use ddms_core::{Query, Records};
-use ddms_diesel::sql::Compiler;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl};
 use serde_json::json;
 
-use crate::common::{app_role, db, explain, superuser, tenant};
+use crate::common::{app_role, compile, db, explain, superuser, tenant};
 
 const N: i64 = 100_000;
 
@@ -58,13 +57,7 @@ fn scans_data(plan: &str) -> bool {
 }
 
 fn plan_of(t: &ddms_core::TenantScope, recs: &Records, q: serde_json::Value) -> String {
-    let q: Query = serde_json::from_value(q).unwrap();
-    let checked = recs.check_query(&q).unwrap();
-    let sql = Compiler::new(t.scope().tenant.0, &db().backend).query(
-        &checked,
-        checked.entity_type.id,
-        checked.entity_type.version,
-    );
+    let sql = compile(t, recs, &serde_json::from_value(q).unwrap());
     let mut c = app_role();
     let tenant = t.scope().tenant;
     c.transaction::<_, diesel::result::Error, _>(|c| {
@@ -233,15 +226,7 @@ fn explain_text(c: &mut diesel::PgConnection, e: &ddms_diesel::sql::Sql) -> Stri
 #[test]
 fn only_unique_lookups_and_value_walks_run_prepared() {
     let (t, recs) = big_tenant();
-    let compile = |q: serde_json::Value| {
-        let q: Query = serde_json::from_value(q).unwrap();
-        let checked = recs.check_query(&q).unwrap();
-        Compiler::new(t.scope().tenant.0, &db().backend).query(
-            &checked,
-            checked.entity_type.id,
-            checked.entity_type.version,
-        )
-    };
+    let compile = |q: serde_json::Value| compile(&t, &recs, &serde_json::from_value(q).unwrap());
     // Stable: a list by a unique field's value.
     for q in [
         json!({"filter": {"field": "email", "op": "eq", "value": "user7@example.com"}}),
@@ -337,15 +322,8 @@ fn lists_bounded_and_sorted_by_one_indexed_field_walk_its_value_index_prepared()
     superuser()
         .batch_execute("ANALYZE records; ANALYZE fv_int; ANALYZE fv_float")
         .unwrap();
-    let compile = |q: &serde_json::Value| {
-        let q: Query = serde_json::from_value(q.clone()).unwrap();
-        let checked = recs.check_query(&q).unwrap();
-        Compiler::new(t.scope().tenant.0, &db().backend).query(
-            &checked,
-            checked.entity_type.id,
-            checked.entity_type.version,
-        )
-    };
+    let compile =
+        |q: &serde_json::Value| compile(&t, &recs, &serde_json::from_value(q.clone()).unwrap());
     let range = |lo: i64, hi: i64, desc: bool, limit: usize| {
         json!({"filter": {"and": [{"field": "score", "op": "gte", "value": lo}, {"field": "score", "op": "lt", "value": hi}]},
                "sort": [{"field": "score", "desc": desc}], "limit": limit})
