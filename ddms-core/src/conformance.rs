@@ -2936,7 +2936,11 @@ fn sort_val(r: &Record, field: &str) -> Option<SortVal> {
         "updated_at" => return Some(SortVal::Time(r.updated_at)),
         _ => {}
     }
-    let v = r.data.get(field)?;
+    typed_val(field, r.data.get(field)?)
+}
+
+/// `v` as a value of the kind of the fixture field `field` (see [`ROW_FIELDS`]).
+fn typed_val(field: &str, v: &Value) -> Option<SortVal> {
     let base = field.trim_end_matches("_ix");
     let kind = ROW_FIELDS
         .iter()
@@ -3047,10 +3051,8 @@ fn page_through(recs: &Records, q: &Query, limit: usize, what: &str) -> Vec<Reco
 type SortSpec = (Vec<(String, bool)>, Option<Value>);
 
 /// Whether `r` passes `f`: one comparison (`eq`, `lt`, `lte`, `gt`, `gte`) or an `and`
-/// of them, on a field that must be present; numbers, dates, timestamps (RFC 3339),
-/// texts and booleans compared as such.
+/// of them, on a field that must be present, compared as the field's kind.
 fn bounds_match(r: &Record, f: &Value) -> bool {
-    use std::cmp::Ordering;
     if let Some(all) = f.get("and").and_then(Value::as_array) {
         return all.iter().all(|g| bounds_match(r, g));
     }
@@ -3059,30 +3061,11 @@ fn bounds_match(r: &Record, f: &Value) -> bool {
     else {
         panic!("not a comparison: {f}");
     };
-    let Some(have) = r.data.get(field) else {
+    let want = typed_val(field, want).unwrap_or_else(|| panic!("operand of {field}: {want}"));
+    let Some(have) = sort_val(r, field) else {
         return false;
     };
-    let ord = match (have, want) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64().partial_cmp(&b.as_f64()),
-        (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
-        (Value::String(a), Value::String(b)) => {
-            if let (Ok(x), Ok(y)) = (
-                chrono::DateTime::parse_from_rfc3339(a),
-                chrono::DateTime::parse_from_rfc3339(b),
-            ) {
-                Some(x.cmp(&y))
-            } else if let (Ok(x), Ok(y)) = (
-                a.parse::<chrono::NaiveDate>(),
-                b.parse::<chrono::NaiveDate>(),
-            ) {
-                Some(x.cmp(&y))
-            } else {
-                Some(a.as_str().cmp(b.as_str()))
-            }
-        }
-        _ => None,
-    };
-    let Some(ord) = ord else { return false };
+    let ord = cmp_sort_val(&have, &want);
     match op {
         "eq" => ord == Ordering::Equal,
         "lt" => ord == Ordering::Less,
