@@ -7,7 +7,7 @@ use ddms_core::{
 };
 use ddms_diesel::bulk::{
     ordered_uuid, BulkEvents, BulkLoad, BulkOptions, Chunk, IndexPath, RecordEncoder,
-    RelationEncoder,
+    RelationEncoder, BULK_TABLES,
 };
 use ddms_diesel::{harness, migrate, PgBackend, PgConfig};
 use diesel::connection::SimpleConnection;
@@ -432,11 +432,9 @@ fn fv_content(url: &str, tenant: Uuid) -> Vec<(String, String, Option<String>, b
     }
     let mut c = PgConnection::establish(url).unwrap();
     c.batch_execute("SET ROLE ddms_app").unwrap();
-    let tables = [
-        "fv_text", "fv_int", "fv_float", "fv_bool", "fv_date", "fv_ts", "fv_uuid",
-    ];
-    let union = tables
+    let union = BULK_TABLES
         .iter()
+        .filter(|t| t.starts_with("fv_"))
         .map(|t| format!("SELECT field_id, record_id, v::text AS v, uniq FROM {t}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
