@@ -11,6 +11,35 @@ use crate::error::{Error, FieldError};
 /// identifiers, but a bound keeps them sane).
 pub const MAX_NAME_LEN: usize = 63;
 
+/// The bytes of `b` (at most 16) zero-padded into a little-endian `u128`, read in two
+/// overlapping loads of the widest size that fits (three single bytes below 4) rather
+/// than one by one or with a `memcpy` of variable length. Short names and filter
+/// operands are packed this way where they are compared or stored inline.
+#[inline(always)]
+pub fn short_word(b: &[u8]) -> u128 {
+    let n = b.len();
+    debug_assert!(n <= 16, "short_word of {n} bytes");
+    if n >= 8 {
+        // Bytes 8.. are the last 8 without the first 16 - n of them.
+        let lo = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        let last = u64::from_le_bytes(b[n - 8..].try_into().unwrap_or_default());
+        let hi = last.checked_shr(8 * (16 - n) as u32).unwrap_or(0);
+        u128::from(lo) | u128::from(hi) << 64
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
+        let last = u32::from_le_bytes(b[n - 4..].try_into().unwrap_or_default());
+        let hi = last.checked_shr(8 * (8 - n) as u32).unwrap_or(0);
+        u128::from(lo) | u128::from(hi) << 32
+    } else if n > 0 {
+        // Bytes 0, n / 2 and n - 1 are all of them (the same byte may come twice).
+        u128::from(b[0])
+            | u128::from(b[n / 2]) << (8 * (n / 2))
+            | u128::from(b[n - 1]) << (8 * (n - 1))
+    } else {
+        0
+    }
+}
+
 /// Field names reserved for system fields.
 pub const RESERVED_FIELD_NAMES: [&str; 3] = ["id", "created_at", "updated_at"];
 
@@ -162,5 +191,19 @@ mod tests {
         let set: HashSet<Name> = [a].into_iter().collect();
         assert!(set.contains(&b));
         assert!(set.contains("title"));
+    }
+
+    #[test]
+    fn short_word_is_the_zero_padded_bytes() {
+        for n in 0..=16usize {
+            let b: Vec<u8> = (0..n).map(|i| 0xa0 + i as u8).collect();
+            let mut padded = [0u8; 16];
+            padded[..n].copy_from_slice(&b);
+            assert_eq!(
+                super::short_word(&b),
+                u128::from_le_bytes(padded),
+                "{n} bytes"
+            );
+        }
     }
 }

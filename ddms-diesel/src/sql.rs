@@ -476,23 +476,11 @@ impl MemoName {
     #[inline(always)]
     fn of(name: &Name) -> MemoName {
         let b = name.as_str().as_bytes();
-        let n = b.len();
-        // Read in two (overlapping) loads, as for a checked filter's short texts.
-        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        let half = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-        MemoName::Short(match n {
-            0 => 0,
-            1..=3 => {
-                u128::from(b[0])
-                    | u128::from(b[n / 2]) << (8 * (n / 2))
-                    | u128::from(b[n - 1]) << (8 * (n - 1))
-            }
-            4 => u128::from(half(0)),
-            5..=7 => u128::from(half(0)) | u128::from(half(n - 4) >> (8 * (8 - n))) << 32,
-            8 => u128::from(word(0)),
-            9..=16 => u128::from(word(0)) | u128::from(word(n - 8) >> (8 * (16 - n))) << 64,
-            _ => return MemoName::Long(name.clone()),
-        })
+        if b.len() <= 16 {
+            MemoName::Short(ddms_core::name::short_word(b))
+        } else {
+            MemoName::Long(name.clone())
+        }
     }
 }
 

@@ -229,33 +229,12 @@ struct Inline {
 }
 
 /// The bytes of `s` (at most [`INLINE_TEXT`]), zero-padded. Gathered in a register and
-/// stored once: copied into a stack array with a memcpy of variable length, the bytes
-/// were read back whole right after (a store-forwarding stall per operand). They are
-/// read in two (overlapping) loads, not one by one.
+/// stored once ([`crate::name::short_word`]): copied into a stack array with a memcpy of
+/// variable length, the bytes were read back whole right after (a store-forwarding stall
+/// per operand).
 #[inline(always)]
 fn gather(s: &str) -> [u8; INLINE_TEXT] {
-    let b = s.as_bytes();
-    let n = b.len();
-    let v: u128 = if n >= 8 {
-        // Bytes 8.. are the last 8 without the first 16 - n of them.
-        let lo = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
-        let last = u64::from_le_bytes(b[n - 8..].try_into().unwrap_or_default());
-        let hi = last.checked_shr(8 * (16 - n) as u32).unwrap_or(0);
-        u128::from(lo) | u128::from(hi) << 64
-    } else if n >= 4 {
-        let lo = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
-        let last = u32::from_le_bytes(b[n - 4..].try_into().unwrap_or_default());
-        let hi = last.checked_shr(8 * (8 - n) as u32).unwrap_or(0);
-        u128::from(lo) | u128::from(hi) << 32
-    } else if n > 0 {
-        // Bytes 0, n / 2 and n - 1 are all of them (the same byte may come twice).
-        u128::from(b[0])
-            | u128::from(b[n / 2]) << (8 * (n / 2))
-            | u128::from(b[n - 1]) << (8 * (n - 1))
-    } else {
-        0
-    };
-    let w = v.to_le_bytes();
+    let w = crate::name::short_word(s.as_bytes()).to_le_bytes();
     let mut bytes = [0; INLINE_TEXT];
     bytes.copy_from_slice(&w[..INLINE_TEXT]);
     bytes
