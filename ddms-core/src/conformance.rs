@@ -1182,6 +1182,17 @@ pub fn records_crud(store: &Store) {
         r,
         "get returns what create returned"
     );
+    let raw = must(recs.get_raw(r.id), "get_raw");
+    assert_eq!(
+        must(raw.to_record(), "parse the raw record"),
+        r,
+        "get_raw returns the record get returns, its data as JSON text"
+    );
+    assert_eq!(
+        serde_json::to_value(&raw).ok(),
+        serde_json::to_value(&r).ok(),
+        "a raw record serialises like the record"
+    );
     assert_eq!(
         must(cx.viewer().record(r.id), "record of any type"),
         r,
@@ -1238,6 +1249,7 @@ pub fn records_crud(store: &Store) {
     let keep = create(&recs, json!({"title": "keep"}));
     must(recs.delete(r.id, None), "delete");
     expect_not_found(recs.get(r.id), "get a deleted record");
+    expect_not_found(recs.get_raw(r.id), "get_raw a deleted record");
     expect_not_found(ed.record(r.id), "record(id) of a deleted record");
     expect_not_found(recs.delete(r.id, None), "delete twice");
     expect_not_found(
@@ -1278,6 +1290,7 @@ pub fn records_not_found(store: &Store) {
         (Uuid::new_v4(), "an unknown id"),
     ] {
         expect_not_found(b.get(id), &format!("get {what}"));
+        expect_not_found(b.get_raw(id), &format!("get_raw {what}"));
         expect_not_found(
             b.patch(id, &json!({"x": 5}), None),
             &format!("patch {what}"),

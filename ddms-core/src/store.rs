@@ -77,6 +77,12 @@ pub trait RecordStore: Send + Sync + Debug + 'static {
     fn insert_records(&self, s: &Scope, ty: &EntityType, rows: Vec<Data>) -> Result<Vec<Record>>;
     /// Reads a record of `ty`.
     fn record(&self, s: &Scope, ty: &EntityType, id: Uuid) -> Result<Record>;
+    /// [`RecordStore::record`] with the data as JSON text: a backend that reads stored
+    /// JSON text overrides it to pass that text through unparsed (like
+    /// [`RecordStore::query_records_raw`]); the default serialises what `record` returns.
+    fn record_raw(&self, s: &Scope, ty: &EntityType, id: Uuid) -> Result<RawRecord> {
+        RawRecord::from_record(self.record(s, ty, id)?)
+    }
     /// Reads a record of any type.
     fn record_any(&self, s: &Scope, id: Uuid) -> Result<Record>;
     /// Atomically reads, changes (with `change`, which validates) and stores a record;
@@ -564,6 +570,13 @@ impl Records {
     /// Reads a record.
     pub fn get(&self, id: Uuid) -> Result<Record> {
         self.backend().record(self.scope(), &self.ty, id)
+    }
+
+    /// [`Records::get`] with the data as the JSON text the backend read, for writing it
+    /// out without parsing and serialising it again (what `ddms serve` answers a
+    /// `GET` of a record with).
+    pub fn get_raw(&self, id: Uuid) -> Result<RawRecord> {
+        self.backend().record_raw(self.scope(), &self.ty, id)
     }
 
     /// Merges `patch` into the record (a `null` removes a field) and validates the

@@ -36,6 +36,31 @@ fn tag_unique(e: diesel::result::Error) -> TxError {
 }
 
 impl PgBackend {
+    /// The record `id` of `ty`, read as `R` (record columns, see [`RECORD_COLS`]): one
+    /// prepared statement.
+    fn record_row<R>(&self, sc: &Scope, ty: &EntityType, id: Uuid) -> Result<R>
+    where
+        R: QueryableByName<Pg> + 'static,
+    {
+        self.once(sc, |c| {
+            let mut s = Sql::new();
+            s.push(&format!(
+                "SELECT {RECORD_COLS} FROM records WHERE tenant_id = "
+            ))
+            .bind(Bind::Uuid(sc.tenant.0))
+            .push(" AND id = ")
+            .bind(Bind::Uuid(id))
+            .push(" AND entity_type_id = ")
+            .bind(Bind::Uuid(ty.id));
+            let rows: Vec<R> = s.prepared().load(c)?;
+            let r = rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::not_found("record", id))?;
+            Ok(r)
+        })
+    }
+
     /// Runs a checked query, reading the rows as `R` (record columns, see [`RECORD_COLS`]).
     fn query_rows<R>(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<R>>
     where
@@ -264,23 +289,13 @@ impl RecordStore for PgBackend {
     }
 
     fn record(&self, sc: &Scope, ty: &EntityType, id: Uuid) -> Result<Record> {
-        self.once(sc, |c| {
-            let mut s = Sql::new();
-            s.push(&format!(
-                "SELECT {RECORD_COLS} FROM records WHERE tenant_id = "
-            ))
-            .bind(Bind::Uuid(sc.tenant.0))
-            .push(" AND id = ")
-            .bind(Bind::Uuid(id))
-            .push(" AND entity_type_id = ")
-            .bind(Bind::Uuid(ty.id));
-            let rows: Vec<RecordRow> = s.prepared().load(c)?;
-            let r = rows
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::not_found("record", id))?;
-            Ok(r.into_record(ty.name.clone()))
-        })
+        let r: RecordRow = self.record_row(sc, ty, id)?;
+        Ok(r.into_record(ty.name.clone()))
+    }
+
+    fn record_raw(&self, sc: &Scope, ty: &EntityType, id: Uuid) -> Result<RawRecord> {
+        let r: RawRecordRow = self.record_row(sc, ty, id)?;
+        Ok(r.into_raw_record(ty.name.clone()))
     }
 
     fn record_any(&self, sc: &Scope, id: Uuid) -> Result<Record> {

@@ -104,7 +104,7 @@ fn all<T>(items: Vec<T>) -> Page<T> {
     }
 }
 
-fn record_response(status: StatusCode, r: &Record) -> HandlerResult {
+fn record_response<D: Serialize>(status: StatusCode, r: &Record<D>) -> HandlerResult {
     let mut resp = json_response(status, r);
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", r.version)) {
         resp.headers_mut().insert(ETAG, v);
@@ -270,7 +270,7 @@ async fn query_records(ctx: Ctx) -> HandlerResult {
 async fn get_record(ctx: Ctx) -> HandlerResult {
     let id = ctx.id_param("id")?;
     let (t, name) = (ctx.tenant()?, ctx.param("name").to_string());
-    let r = blocking(move || t.records(&name)?.get(id)).await?;
+    let r = blocking(move || t.records(&name)?.get_raw(id)).await?;
     record_response(StatusCode::OK, &r)
 }
 
