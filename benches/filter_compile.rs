@@ -10,7 +10,6 @@
 //! Goals (BENCHMARKS.md): a 20-clause filter from JSON to SQL + binds under 5 µs, from an
 //! already parsed AST under 1.5 µs. No database is needed: the compiler is pure.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -60,8 +59,8 @@ impl SchemaLookup for Schema {
 }
 
 /// Indexed fields have a ready field-value index, as on a server after backfill (a
-/// per-type map of field names, like the backend's cache).
-struct Ready(HashMap<Uuid, HashMap<String, Uuid>>);
+/// per-type map of field names, hashed like the backend's cache).
+struct Ready(foldhash::HashMap<Uuid, foldhash::HashMap<String, Uuid>>);
 
 impl IndexLookup for Ready {
     fn ready_index(&self, type_id: Uuid, field: &str) -> Option<Uuid> {
@@ -99,7 +98,7 @@ fn schema() -> (Schema, Ready) {
         "cardinality": "one_to_many", "on_delete": "cascade", "created_at": "2024-01-01T00:00:00Z"
     }))
     .expect("relation type");
-    let mut ready: HashMap<Uuid, HashMap<String, Uuid>> = HashMap::new();
+    let mut ready: foldhash::HashMap<Uuid, foldhash::HashMap<String, Uuid>> = Default::default();
     for (t, f, id) in [
         (PROJECT, "title", 1u128),
         (PROJECT, "status", 2),

@@ -1,7 +1,6 @@
 //! [`PgBackend`]: the pool, the tenant-scoped transaction every call runs in, and a
 //! small cache of per-type field ids and index states.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ddms_core::{Error as CoreError, Scope};
@@ -44,14 +43,17 @@ pub(crate) struct FieldMeta {
 
 #[derive(Debug, Default)]
 pub(crate) struct TypeMeta {
-    pub fields: HashMap<String, FieldMeta>,
+    pub fields: foldhash::HashMap<String, FieldMeta>,
 }
 
 /// The PostgreSQL backend. Cheap to clone (shares its pool).
 #[derive(Clone)]
 pub struct PgBackend {
     pub(crate) pool: PgPool,
-    pub(crate) meta: Arc<RwLock<HashMap<Uuid, Arc<TypeMeta>>>>,
+    /// Field ids and index states per entity type: read on every compile of a filter or
+    /// sort on a field (`IndexLookup`), so hashed with foldhash rather than SipHash (the
+    /// keys are our type ids and the type's own field names).
+    pub(crate) meta: Arc<RwLock<foldhash::HashMap<Uuid, Arc<TypeMeta>>>>,
     pub(crate) types: Arc<crate::type_cache::TypeCache>,
     /// The change-feed listener shared by this backend's subscriptions (it connects
     /// with the pool's URL, lazily, on the first subscription).
@@ -83,7 +85,7 @@ impl PgBackend {
     pub fn connect(cfg: &PgConfig) -> Result<PgBackend> {
         Ok(PgBackend {
             pool: build_pool(cfg)?,
-            meta: Arc::new(RwLock::new(HashMap::new())),
+            meta: Arc::default(),
             types: Arc::new(crate::type_cache::TypeCache::new(
                 std::time::Duration::from_millis(cfg.schema_cache_ms),
             )),

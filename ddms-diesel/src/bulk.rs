@@ -47,7 +47,7 @@
 //! written as `ddms_app`. [`BulkLoad::index_path`] says which path ran and why.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -523,7 +523,7 @@ pub struct BulkLoad {
     /// Entity types known to this load: name -> (id, type).
     types: HashMap<String, EntityType>,
     /// Record ids loaded by this load, per entity type (for the relation-end check).
-    loaded: HashMap<Uuid, HashSet<Uuid>>,
+    loaded: HashMap<Uuid, foldhash::HashSet<Uuid>>,
     staged_records: bool,
     staged_relations: bool,
     records: u64,
@@ -1185,7 +1185,7 @@ impl BulkLoad {
         }
         // Borrowed out of `self` for the duration of the COPY.
         let loaded = std::mem::take(&mut self.loaded);
-        let empty = HashSet::new();
+        let empty = foldhash::HashSet::default();
         let src_ids = loaded.get(&source).unwrap_or(&empty);
         let tgt_ids = loaded.get(&target).unwrap_or(&empty);
         let mut unknown: Vec<(Uuid, Uuid)> = Vec::new(); // (entity type, record)
@@ -1424,7 +1424,7 @@ impl BulkLoad {
 /// missed the cache at each of its last steps and was a quarter of the seed's client CPU.
 fn not_loaded(
     batch: &mut Vec<Uuid>,
-    loaded: &HashSet<Uuid>,
+    loaded: &foldhash::HashSet<Uuid>,
     ty: Uuid,
     unknown: &mut Vec<(Uuid, Uuid)>,
 ) {
@@ -2743,7 +2743,6 @@ fn build_worker(url: &str, settings: &str, scope: &(Uuid, String), state: &Build
 #[cfg(test)]
 mod tests {
     use super::not_loaded;
-    use std::collections::HashSet;
     use uuid::Uuid;
 
     #[test]
@@ -2760,7 +2759,7 @@ mod tests {
             .collect();
         loaded.sort_unstable();
         loaded.dedup();
-        let set: HashSet<Uuid> = loaded.iter().copied().collect();
+        let set: foldhash::HashSet<Uuid> = loaded.iter().copied().collect();
         let ty = Uuid::from_u128(7);
         for size in [0, 1, 2, 17, 1000, 6000] {
             let batch: Vec<Uuid> = (0..size)
@@ -2784,7 +2783,7 @@ mod tests {
         not_loaded(&mut all, &set, ty, &mut got);
         assert!(got.is_empty());
         let mut none = vec![Uuid::from_u128(u128::MAX)];
-        not_loaded(&mut none, &HashSet::new(), ty, &mut got);
+        not_loaded(&mut none, &foldhash::HashSet::default(), ty, &mut got);
         assert_eq!(got, [(ty, Uuid::from_u128(u128::MAX))]);
     }
 }

@@ -1,6 +1,5 @@
 //! Tenants, entity types and relation types.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -152,7 +151,7 @@ impl PgBackend {
             Error::Internal(format!("stored definition of {} is invalid: {e}", r.name))
         })?;
         let mut meta = TypeMeta {
-            fields: HashMap::new(),
+            fields: Default::default(),
         };
         if let serde_json::Value::Array(items) = r.meta {
             for m in items {
