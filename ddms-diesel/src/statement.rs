@@ -17,7 +17,6 @@
 //! filter that plan can be far off (tried: an equality list fell from 1.4k to 10 req/s),
 //! so other list queries are planned per call.
 
-use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
@@ -39,10 +38,12 @@ use crate::sql::{Bind, Sql};
 pub const STABLE_TEXTS: usize = 64;
 
 /// The stable list texts a backend has admitted to run prepared (by hash), up to a cap.
+/// Every stable list hashes its text here, so with foldhash (like the backend's other
+/// per-request maps), not SipHash.
 pub struct StableTexts {
     cap: usize,
-    seen: Mutex<HashSet<u64>>,
-    hasher: std::hash::RandomState,
+    seen: Mutex<foldhash::HashSet<u64>>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Default for StableTexts {
@@ -55,8 +56,8 @@ impl StableTexts {
     fn new(cap: usize) -> StableTexts {
         StableTexts {
             cap,
-            seen: Mutex::new(HashSet::new()),
-            hasher: std::hash::RandomState::new(),
+            seen: Mutex::default(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
