@@ -686,6 +686,110 @@ fn a_replacing_load_keeps_the_old_tenant_until_it_publishes() {
     assert_eq!(count(&url, tenant, "events"), 1 + 40); // entity_type.created + records
 }
 
+/// While a replacing load runs, its shadow tables have RLS off (PostgreSQL refuses a COPY
+/// into them otherwise) and are sealed instead: only `ddms_loader` (no BYPASSRLS, no
+/// superuser) may touch them, a CHECK holds every row to the load's tenant, and the app
+/// role, i.e. every tenant's session, cannot read them at all. Tried as each role from a
+/// superuser connection. Published, they carry the live tables' RLS and grants again
+/// (`a_replacing_load_swaps_in_tables_identical_to_the_live_ones`) and the loader keeps
+/// no privilege on them.
+#[test]
+fn a_replacing_loads_tables_are_sealed_to_its_tenant_and_its_role_until_published() {
+    let (url, _store) = fresh();
+    let tenant = Uuid::new_v4();
+    let mut load =
+        BulkLoad::replace(&url, tenant, "Sealed", "loader", &BulkOptions::default()).unwrap();
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    load.copy_records(&ty, items(&ty, 0..40)).unwrap();
+
+    let mut c = PgConnection::establish(&url).unwrap();
+    let n = |c: &mut PgConnection, sql: &str| -> i64 {
+        diesel::sql_query(sql).load::<N>(c).unwrap()[0].n
+    };
+    assert_eq!(
+        n(&mut c, "SELECT count(*) AS n FROM pg_roles WHERE rolname = 'ddms_loader' AND NOT rolsuper AND NOT rolbypassrls"),
+        1
+    );
+    assert_eq!(n(&mut c, "SELECT count(*) AS n FROM ddms_bulk.records"), 40);
+    let as_role = |c: &mut PgConnection, role: &str, sql: &str| -> Result<(), String> {
+        c.transaction::<_, diesel::result::Error, _>(|c| {
+            c.batch_execute(&format!("SET LOCAL ROLE {role}"))?;
+            c.batch_execute(sql)
+        })
+        .map_err(|e| e.to_string())
+    };
+    // The app role, bound to the load's tenant or to another: no access to the shadow
+    // tables, for reading or writing.
+    for t in [tenant, Uuid::new_v4()] {
+        let scope = format!("SELECT set_config('ddms.tenant_id', '{t}', true);");
+        for sql in [
+            "SELECT count(*) FROM ddms_bulk.records",
+            "SELECT count(*) FROM ddms_bulk.fv_int",
+            "DELETE FROM ddms_bulk.records",
+        ] {
+            let e = as_role(&mut c, "ddms_app", &format!("{scope} {sql}")).unwrap_err();
+            assert!(e.contains("permission denied"), "{sql}: {e}");
+        }
+    }
+    // The loader may write the load's tenant only: the CHECK refuses another's row, with
+    // the tenant given or left to the column default.
+    let other = Uuid::new_v4();
+    let e = as_role(
+        &mut c,
+        "ddms_loader",
+        &format!(
+            "INSERT INTO ddms_bulk.records (tenant_id, id, entity_type_id, data) VALUES ('{other}', gen_random_uuid(), '{}', '{{}}')",
+            ty.id
+        ),
+    )
+    .unwrap_err();
+    assert!(e.contains("ddms_bulk_tenant"), "{e}");
+    as_role(
+        &mut c,
+        "ddms_loader",
+        &format!(
+            "INSERT INTO ddms_bulk.records (id, entity_type_id, data) VALUES (gen_random_uuid(), '{}', '{{}}'); \
+             DO $$ BEGIN IF (SELECT count(*) FROM ddms_bulk.records WHERE tenant_id = '{tenant}') <> 41 THEN RAISE 'default tenant'; END IF; END $$; \
+             SELECT 1/0",
+            ty.id
+        ),
+    )
+    .map(|()| panic!("rolled back by the division"))
+    .unwrap_or_else(|e| assert!(e.contains("division by zero"), "{e}"));
+    // ... and nothing else: not the live tables, not updates or deletes of its own rows.
+    for sql in [
+        "SELECT count(*) FROM records",
+        "INSERT INTO fv_int (tenant_id, field_id, record_id) VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid())",
+        "UPDATE ddms_bulk.records SET version = 2",
+        "DELETE FROM ddms_bulk.records",
+    ] {
+        let e = as_role(&mut c, "ddms_loader", sql).unwrap_err();
+        assert!(e.contains("permission denied"), "{sql}: {e}");
+    }
+
+    load.commit().unwrap();
+    assert_eq!(count(&url, tenant, "records"), 40);
+    let tables = BULK_TABLES.map(|t| format!("'{t}'")).join(", ");
+    assert_eq!(
+        n(
+            &mut c,
+            &format!(
+                "SELECT count(*) AS n FROM unnest(ARRAY[{tables}]) t \
+                 WHERE has_table_privilege('ddms_loader', t, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')"
+            )
+        ),
+        0,
+        "the loader keeps no privilege on the published tables"
+    );
+    assert_eq!(
+        n(
+            &mut c,
+            "SELECT count(*) AS n FROM pg_constraint WHERE conname = 'ddms_bulk_tenant'"
+        ),
+        0
+    );
+}
+
 #[test]
 fn an_interrupted_replacing_load_is_invisible_and_the_next_one_cleans_up() {
     let (url, store) = fresh();
