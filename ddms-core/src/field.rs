@@ -727,6 +727,49 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     })
 }
 
+/// The instant of an RFC 3339 datetime in microseconds since the Unix epoch, exactly as
+/// PostgreSQL's `timestamptz` input computes it: the fraction rounded to microseconds
+/// half to even (`rint`), a leap second `:60` read as the next minute's `:00`. `None`
+/// when the text is not RFC 3339 or PostgreSQL refuses it: year 0000 as written, an
+/// offset beyond ±15:59, a leap second with a fraction. Validation accepts only values
+/// this maps, so every stored datetime can be cast and indexed.
+pub fn datetime_micros(s: &str) -> Option<i64> {
+    let d = parse_datetime(s)?;
+    // RFC 3339 as parsed: `YYYY-MM-DD?HH:MM:SS[.f…](Z|z|±HH:MM)`, ASCII.
+    let b = s.as_bytes();
+    if b.starts_with(b"0000") {
+        return None;
+    }
+    if !matches!(b.last(), Some(b'Z' | b'z')) {
+        let o = &b[b.len().checked_sub(6)?..];
+        if (o[1] - b'0') * 10 + (o[2] - b'0') > 15 {
+            return None;
+        }
+    }
+    let micros = fraction_micros(s);
+    let leap = d.timestamp_subsec_nanos() >= 1_000_000_000;
+    if leap && micros > 0 {
+        return None;
+    }
+    Some((d.timestamp() + i64::from(leap)) * 1_000_000 + micros)
+}
+
+/// PostgreSQL's `rint(strtod(".digits") * 1e6)` of a datetime's fraction (0 without one).
+fn fraction_micros(s: &str) -> i64 {
+    let Some(dot) = s.find('.') else {
+        return 0;
+    };
+    let rest = &s[dot + 1..];
+    let digits = &rest[..rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len())];
+    if digits.is_empty() {
+        return 0;
+    }
+    let f: f64 = format!("0.{digits}").parse().unwrap_or(0.0);
+    (f * 1_000_000.0).round_ties_even() as i64
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ`, or `None` for anything else (including a leap second, which
 /// is left to chrono).
 fn parse_plain_utc(b: &[u8]) -> Option<DateTime<Utc>> {
@@ -879,7 +922,8 @@ pub fn check_scalar(
         },
         ScalarKind::Date => {
             let s = text(errs)?;
-            if parse_date(&s).is_some() {
+            // Year 0000 is valid ISO 8601 but not PostgreSQL `date` input.
+            if parse_date(&s).is_some_and(|d| chrono::Datelike::year(&d) >= 1) {
                 Some(Value::String(s))
             } else {
                 errs.push(FieldError::new(
@@ -893,7 +937,10 @@ pub fn check_scalar(
         ScalarKind::Datetime => {
             let s = text(errs)?;
             match parse_datetime(&s) {
-                Some(d) if (0..=9999).contains(&chrono::Datelike::year(&d)) => {
+                Some(d)
+                    if (0..=9999).contains(&chrono::Datelike::year(&d))
+                        && datetime_micros(&s).is_some() =>
+                {
                     Some(Value::String(s))
                 }
                 _ => {
@@ -956,6 +1003,44 @@ pub fn check_scalar(
 #[cfg(test)]
 mod datetime_tests {
     use super::*;
+
+    /// PostgreSQL's answers (`extract(epoch from '…'::timestamptz)` on PostgreSQL 15).
+    #[test]
+    fn datetime_micros_round_and_refuse_as_postgresql_does() {
+        for (s, micros) in [
+            ("2024-12-31T23:59:59Z", Some(1_735_689_599_000_000)),
+            ("2024-12-31T23:59:60Z", Some(1_735_689_600_000_000)),
+            ("2024-12-31T23:59:60.0000005Z", Some(1_735_689_600_000_000)),
+            ("2024-12-31T23:59:60.5Z", None),
+            ("2024-12-31T23:59:59.9999995Z", Some(1_735_689_600_000_000)),
+            (
+                "2024-12-31T23:59:59.9999994999Z",
+                Some(1_735_689_599_999_999),
+            ),
+            ("2024-12-31T23:59:59.0000005Z", Some(1_735_689_599_000_000)),
+            ("2024-12-31T23:59:59.0000015Z", Some(1_735_689_599_000_002)),
+            ("2024-12-31T23:59:59.0000025Z", Some(1_735_689_599_000_002)),
+            (
+                "2024-12-31T23:59:59.123456789123456789Z",
+                Some(1_735_689_599_123_457),
+            ),
+            ("2024-12-31T23:59:59+15:59", Some(1_735_632_059_000_000)),
+            ("2024-12-31T23:59:59+16:00", None),
+            ("2024-12-31T23:59:59-23:59", None),
+            ("2024-12-31t23:59:59z", Some(1_735_689_599_000_000)),
+            ("2024-12-31 23:59:59Z", Some(1_735_689_599_000_000)),
+            ("2024-05-01T12:00:00.5+05:30", Some(1_714_545_000_500_000)),
+            ("0001-01-01T00:00:00+01:00", Some(-62_135_600_400_000_000)),
+            (
+                "9999-12-31T23:59:59.9999999-14:00",
+                Some(253_402_351_200_000_000),
+            ),
+            ("0000-01-01T00:00:00Z", None),
+            ("2024-02-30T00:00:00Z", None),
+        ] {
+            assert_eq!(datetime_micros(s), micros, "{s}");
+        }
+    }
 
     /// The fast path gives chrono's answer on the plain form and around it.
     #[test]

@@ -75,6 +75,7 @@ use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError};
 use crate::error::map_db;
+use crate::field_rows::{self, IndexedField};
 use crate::schema::{cardinality_str, insert_feed, PURGE_ORDER};
 use crate::sql::{Bind, Sql};
 
@@ -123,6 +124,56 @@ mod stage {
     }
 }
 use stage::{ddms_stage_records, ddms_stage_relations, records, relations};
+
+/// The shadow field-value tables as Diesel tables, for `copy_from` (`tenant_id` is the
+/// sealed tables' default).
+mod shadow_fv {
+    macro_rules! fv_tables {
+        ($($name:ident: $ty:ident),*) => {$(
+            diesel::table! {
+                use diesel::sql_types::*;
+                ddms_bulk.$name (field_id, record_id) {
+                    field_id -> Uuid,
+                    record_id -> Uuid,
+                    v -> Nullable<$ty>,
+                    uniq -> Bool,
+                }
+            }
+        )*};
+    }
+    fv_tables!(fv_text: Text, fv_int: BigInt, fv_float: Double, fv_bool: Bool, fv_date: Date, fv_ts: Timestamptz, fv_uuid: Uuid);
+}
+
+/// COPYs `rows` (binary rows of the shadow `table`, from [`crate::field_rows`], in
+/// pieces) in.
+fn copy_field_rows(
+    c: &mut PgConnection,
+    table: &str,
+    rows: &[Vec<u8>],
+) -> diesel::QueryResult<usize> {
+    let write = |w: &mut dyn Write| -> diesel::QueryResult<()> {
+        let io = |e: std::io::Error| diesel::result::Error::SerializationError(Box::new(e));
+        w.write_all(&COPY_HEADER).map_err(io)?;
+        for piece in rows {
+            w.write_all(piece).map_err(io)?;
+        }
+        w.write_all(&COPY_TRAILER).map_err(io)
+    };
+    macro_rules! copy_into {
+        ($($t:ident),*) => {
+            match table {
+                $(stringify!($t) => diesel::copy_from(shadow_fv::$t::table)
+                    .from_raw_data(shadow_fv::$t::table, write)
+                    .with_format(CopyFormat::Binary)
+                    .execute(c),)*
+                other => Err(diesel::result::Error::QueryBuilderError(
+                    format!("no field-value table {other}").into(),
+                )),
+            }
+        };
+    }
+    copy_into!(fv_text, fv_int, fv_float, fv_bool, fv_date, fv_ts, fv_uuid)
+}
 
 /// The high-volume tables whose indexes the exclusive path rebuilds.
 pub const BULK_TABLES: [&str; 10] = [
@@ -188,6 +239,10 @@ pub struct BulkOptions {
     /// A replacing load on its exclusive path ANALYZEs the new tables before it swaps
     /// them in (on [`BulkOptions::connections`] connections). Default false.
     pub analyze: bool,
+    /// Bytes of field-value rows encoded by [`BulkLoad::record_encoder`]s that a replacing
+    /// load collects before it hands them to a second connection to COPY (so that its
+    /// memory stays bounded while the records stream). Default 16 MiB.
+    pub field_rows_batch: usize,
 }
 
 impl Default for BulkOptions {
@@ -203,6 +258,7 @@ impl Default for BulkOptions {
             connections: 2,
             index_workers: 0,
             analyze: false,
+            field_rows_batch: 16 << 20,
         }
     }
 }
@@ -306,6 +362,9 @@ pub struct Chunk {
     ids: Vec<Uuid>,
     /// The least and the greatest row id (for the summary event).
     id_range: Option<(Uuid, Uuid)>,
+    /// Field-value rows of the records, one buffer per indexed field (empty unless the
+    /// encoder came from [`BulkLoad::record_encoder`]).
+    fv: Vec<Vec<u8>>,
 }
 
 impl Chunk {
@@ -350,6 +409,10 @@ pub struct RecordEncoder {
     ty: EntityType,
     chunk: Chunk,
     json: Vec<u8>,
+    /// Indexed fields whose field-value rows are encoded too ([`BulkLoad::record_encoder`]).
+    fields: Vec<IndexedField>,
+    /// The field-value buffers' lengths before the record being pushed.
+    marks: Vec<usize>,
 }
 
 impl RecordEncoder {
@@ -363,6 +426,8 @@ impl RecordEncoder {
                 ..Chunk::default()
             },
             json: Vec::with_capacity(1024),
+            fields: Vec::new(),
+            marks: Vec::new(),
         }
     }
 
@@ -374,6 +439,17 @@ impl RecordEncoder {
         self.json.push(1); // jsonb binary format version
         serde_json::to_writer(&mut self.json, &data)
             .map_err(|e| Error::Internal(format!("cannot encode record {id}: {e}")))?;
+        self.marks.clear();
+        self.marks.extend(self.chunk.fv.iter().map(Vec::len));
+        for (b, f) in self.chunk.fv.iter_mut().zip(&self.fields) {
+            if let Err(e) = field_rows::put_row(b, f, id, data.get(&f.name)) {
+                // Not a validated value (cannot happen): the record leaves no row behind.
+                for (b, m) in self.chunk.fv.iter_mut().zip(&self.marks) {
+                    b.truncate(*m);
+                }
+                return Err(e);
+            }
+        }
         let b = &mut self.chunk.bytes;
         b.extend_from_slice(&3i16.to_be_bytes());
         put_field(b, self.ty.id.as_bytes());
@@ -402,6 +478,12 @@ impl RecordEncoder {
             ids: Vec::with_capacity(self.chunk.ids.len()),
             rows: 0,
             id_range: None,
+            fv: self
+                .chunk
+                .fv
+                .iter()
+                .map(|b| Vec::with_capacity(b.len()))
+                .collect(),
         };
         std::mem::replace(&mut self.chunk, fresh)
     }
@@ -457,6 +539,7 @@ impl RelationEncoder {
             ids: Vec::with_capacity(self.chunk.ids.len()),
             rows: 0,
             id_range: None,
+            fv: Vec::new(),
         };
         std::mem::replace(&mut self.chunk, fresh)
     }
@@ -1128,6 +1211,20 @@ impl BulkLoad {
         self.copy_step(Some(ty.id), |me| me.copy_records_now(ty, chunks))
     }
 
+    /// An encoder for records of `ty` (as [`RecordEncoder::new`]) that, on the swapped path
+    /// ([`BulkLoad::replace`]), also encodes the field-value rows of the type's indexed
+    /// fields beside each record, so that the loader COPYs them instead of having
+    /// PostgreSQL read the records back to derive them (about half the cost). On the other
+    /// paths the triggers write them, and this is [`RecordEncoder::new`].
+    pub fn record_encoder(&self, ty: &EntityType) -> Result<RecordEncoder> {
+        let mut enc = RecordEncoder::new(ty);
+        if self.shadow.is_some() {
+            enc.fields = self.shadow_indexed(ty)?;
+            enc.chunk.fv = vec![Vec::new(); enc.fields.len()];
+        }
+        Ok(enc)
+    }
+
     /// Runs one copy step: directly, or in a replacing load in its own transaction on
     /// the shadow tables, once [`BulkLoad::build_finished_tables`] has started on those
     /// the types before `loading` complete (`None`: relations).
@@ -1168,24 +1265,46 @@ impl BulkLoad {
         // Borrowed out of `self` for the duration of the COPY.
         let mut loaded = std::mem::take(&mut self.loaded);
         let ids = loaded.entry(ty.id).or_default();
+        // Field-value rows that come with the chunks (from `record_encoder`): handed to
+        // the builder connection as they pile up (it COPYs them while this one COPYs the
+        // records), the rest after the step.
+        let fields = if direct {
+            self.shadow_indexed(ty)?
+        } else {
+            Vec::new()
+        };
+        let mut builder = match direct && self.opts.connections >= 2 {
+            true => Some(self.builder()?),
+            false => None,
+        };
+        let mut sink =
+            FieldRowSink::new(&what, &fields, builder.as_mut(), self.opts.field_rows_batch);
         let copied = self.copy_phase(
             &format!("copy {what}"),
             &what,
             ty.id,
             chunks,
-            |c| ids.extend(c.ids.iter().copied()),
+            |c| {
+                ids.extend(c.ids.iter().copied());
+                sink.add(c);
+            },
             if direct {
                 CopyTable::ShadowRecords
             } else {
                 CopyTable::Records
             },
         );
+        let encoded = sink.finish();
+        if let (Some(b), Some(sh)) = (builder, self.shadow.as_mut()) {
+            sh.builder = Some(b);
+        }
         self.loaded = loaded;
         let (n, id_range) = copied?;
         if direct {
+            let encoded = encoded?;
             // In the sealed shadow table already: add what the triggers would write.
             self.phase(&format!("rows of {what}"), n, |me| {
-                me.shadow_record_rows(ty, n, id_range)
+                me.shadow_record_rows(ty, n, id_range, encoded)
             })?;
             self.records += n;
             return Ok(n);
@@ -1363,7 +1482,7 @@ impl BulkLoad {
         what: &str,
         owner: Uuid,
         chunks: impl IntoIterator<Item = Result<Chunk>>,
-        mut on_chunk: impl FnMut(&Chunk),
+        mut on_chunk: impl FnMut(&mut Chunk),
         table: CopyTable,
     ) -> Result<(u64, Option<(Uuid, Uuid)>)> {
         let started = Instant::now();
@@ -1381,7 +1500,7 @@ impl BulkLoad {
             w.write_all(&COPY_HEADER).map_err(io)?;
             let mut src = source.borrow_mut();
             for chunk in src.by_ref() {
-                let chunk = match chunk {
+                let mut chunk = match chunk {
                     Ok(c) => c,
                     Err(e) => {
                         let msg = e.to_string();
@@ -1404,7 +1523,7 @@ impl BulkLoad {
                 if let Some(r) = chunk.id_range {
                     id_range.set(Some(widen(id_range.get(), r)));
                 }
-                (on_chunk.borrow_mut())(&chunk);
+                (on_chunk.borrow_mut())(&mut chunk);
                 if let Some(o) = observer.borrow_mut().as_mut() {
                     o(&BulkProgress::Copied {
                         what: what.to_string(),
@@ -1508,6 +1627,98 @@ fn not_loaded(
             .filter(|id| !loaded.contains(id))
             .map(|id| (ty, id)),
     );
+}
+
+/// Collects the client-encoded field-value rows of one record copy step, per field; with
+/// a builder, hands them over as COPY tasks whenever they reach `flush` bytes
+/// ([`BulkOptions::field_rows_batch`]), so memory stays bounded. Chunks must all carry
+/// them or none do.
+struct FieldRowSink<'a> {
+    ty: &'a str,
+    fields: &'a [IndexedField],
+    builder: Option<&'a mut Builder>,
+    flush: usize,
+    /// Per field, the chunks' buffers (moved out of them, not copied).
+    per_field: Vec<Vec<Vec<u8>>>,
+    bytes: usize,
+    with: u64,
+    without: u64,
+}
+
+impl<'a> FieldRowSink<'a> {
+    fn new(
+        ty: &'a str,
+        fields: &'a [IndexedField],
+        builder: Option<&'a mut Builder>,
+        flush: usize,
+    ) -> Self {
+        FieldRowSink {
+            ty,
+            fields,
+            builder,
+            flush,
+            per_field: vec![Vec::new(); fields.len()],
+            bytes: 0,
+            with: 0,
+            without: 0,
+        }
+    }
+
+    fn add(&mut self, c: &mut Chunk) {
+        if c.fv.is_empty() || c.fv.len() != self.fields.len() {
+            self.without += 1;
+            return;
+        }
+        self.with += 1;
+        for (all, rows) in self.per_field.iter_mut().zip(c.fv.drain(..)) {
+            self.bytes += rows.len();
+            all.push(rows);
+        }
+        if self.bytes >= self.flush {
+            if let Some(b) = self.builder.as_mut() {
+                let rows = self.per_field.iter_mut().map(std::mem::take).collect();
+                b.add(copy_tasks(self.ty, self.fields, rows), 1);
+                self.bytes = 0;
+            }
+        }
+    }
+
+    /// The rows not handed over yet; `None` when the chunks carried none (or the type has
+    /// no indexed field).
+    fn finish(self) -> Result<Option<Vec<Vec<Vec<u8>>>>> {
+        match (self.with, self.without) {
+            (0, _) => Ok(None),
+            (_, 0) => Ok(Some(self.per_field)),
+            _ => Err(Error::Internal(format!(
+                "the copy of {} mixes chunks with and without this load's field-value rows",
+                self.ty
+            ))),
+        }
+    }
+}
+
+/// COPY tasks writing `rows` (per field of `fields`, client-encoded) into the field-value
+/// tables: one per table, its fields one after another (in field order, so that a
+/// table's primary key gets sorted input).
+fn copy_tasks(ty: &str, fields: &[IndexedField], rows: Vec<Vec<Vec<u8>>>) -> Vec<Task> {
+    let mut tables: Vec<(&'static str, Vec<Vec<u8>>)> = Vec::new();
+    for (f, rows) in fields.iter().zip(rows) {
+        let table = crate::sql::class_table(f.class).0;
+        match tables.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, b)) => b.extend(rows),
+            None => tables.push((table, rows)),
+        }
+    }
+    tables
+        .into_iter()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(table, rows)| Task {
+            rows: 0,
+            tables: vec![table.to_string()],
+            name: format!("field values of {ty} into {table}"),
+            work: Work::Copy(table, rows),
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy)]
@@ -2155,92 +2366,101 @@ impl BulkLoad {
         ty: &EntityType,
         n: u64,
         id_range: Option<(Uuid, Uuid)>,
+        encoded: Option<Vec<Vec<Vec<u8>>>>,
     ) -> Result<()> {
         self.count_rows("records", n)?;
-        let field_ids = self
-            .shadow_mut()?
-            .entity_types
-            .iter()
-            .find(|(_, id, _)| *id == ty.id)
-            .map(|(_, _, f)| f.clone())
-            .ok_or_else(|| Error::Internal(format!("entity type {} is unknown", ty.name)))?;
-        // (field, field id, table, cast) of every indexed field, in field order.
-        let indexed: Vec<_> = ty
-            .fields
-            .iter()
-            .zip(field_ids)
-            .filter_map(|(f, id)| {
-                let class = f.kind.value_class().filter(|_| f.has_index())?;
-                let (table, cast) = crate::sql::class_table(class);
-                Some((f, id, table, cast))
-            })
-            .collect();
+        let indexed = self.shadow_indexed(ty)?;
         if !indexed.is_empty() {
-            for (_, _, table, _) in &indexed {
-                self.count_rows(table, n)?;
+            for f in &indexed {
+                self.count_rows(crate::sql::class_table(f.class).0, n)?;
             }
-            // The rows come from the records this transaction wrote (their `xmin`): with
-            // a builder connection, once this step has committed, while this one loads
-            // the next; else now.
+            let tasks = match encoded {
+                // Encoded by the client beside the records (what the sink kept).
+                Some(rows) => copy_tasks(ty.name.as_str(), &indexed, rows),
+                // Derived from the records this transaction wrote (their `xmin`).
+                None => {
+                    let xid: Vec<NameRow> =
+                        diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
+                            .load(&mut self.conn)
+                            .map_err(db("transaction id"))?;
+                    let xid = xid
+                        .into_iter()
+                        .next()
+                        .map(|r| r.name)
+                        .ok_or_else(|| Error::Internal("no transaction id".into()))?;
+                    let (sql, tables) = self.field_values_sql(ty.id, &indexed, xid);
+                    vec![Task {
+                        rows: n,
+                        tables,
+                        name: format!("field values of {}", ty.name),
+                        work: Work::Loader(sql),
+                    }]
+                }
+            };
+            // With a builder connection, it writes them once this step has committed,
+            // while this one loads the next type; else they are written now.
             if self.opts.connections >= 2 {
-                let xid: Vec<NameRow> =
-                    diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
-                        .load(&mut self.conn)
-                        .map_err(db("transaction id"))?;
-                let xid = xid
-                    .into_iter()
-                    .next()
-                    .map(|r| r.name)
-                    .ok_or_else(|| Error::Internal("no transaction id".into()))?;
-                let (sql, tables) = self.field_values_sql(ty.id, &indexed, Some(xid));
-                let task = Task {
-                    rows: n,
-                    tables,
-                    name: format!("field values of {}", ty.name),
-                    work: Work::Loader(sql),
-                };
-                self.shadow_mut()?.derived.push(task);
+                self.shadow_mut()?.derived.extend(tasks);
             } else {
-                let (sql, _) = self.field_values_sql(ty.id, &indexed, None);
-                sql.query()
-                    .execute(&mut self.conn)
-                    .map_err(db(&format!("field values of {}", ty.name)))?;
+                for t in tasks {
+                    t.work.run(&mut self.conn).map_err(db(&t.name))?;
+                }
             }
         }
         self.shadow_events(n, ty.id, ty.name.as_str(), true, id_range)
     }
 
-    /// One statement writing the field-value rows of `indexed` (field, field id, table,
-    /// cast) for the records of type `ty` that transaction `xid` (`None`: the current
-    /// one) wrote into the shadow table. One scan
-    /// extracts every indexed value (the trigger's `data->>name`, cast the same way, as
-    /// in `ddms_records_inserted`) and one INSERT per table writes them, field after
-    /// field. Returns the statement and the tables it fills.
+    /// The indexed fields of `ty` (a type this replacing load created), with their ids.
+    fn shadow_indexed(&self, ty: &EntityType) -> Result<Vec<IndexedField>> {
+        let field_ids = self
+            .shadow
+            .as_ref()
+            .and_then(|sh| sh.entity_types.iter().find(|(_, id, _)| *id == ty.id))
+            .map(|(_, _, f)| f)
+            .ok_or_else(|| Error::Internal(format!("entity type {} is unknown", ty.name)))?;
+        Ok(ty
+            .fields
+            .iter()
+            .zip(field_ids)
+            .filter_map(|(f, id)| {
+                Some(IndexedField {
+                    name: f.name.to_string(),
+                    id: *id,
+                    class: f.kind.value_class().filter(|_| f.has_index())?,
+                    unique: f.unique,
+                })
+            })
+            .collect())
+    }
+
+    /// One statement writing the field-value rows of `indexed` for the records of type
+    /// `ty` that transaction `xid` wrote into the shadow table. One scan extracts every
+    /// indexed value (the trigger's `data->>name`, cast the same way, as in
+    /// `ddms_records_inserted`) and one INSERT per table writes them, field after field.
+    /// Returns the statement and the tables it fills.
     fn field_values_sql(
         &self,
         ty: Uuid,
-        indexed: &[(&ddms_core::Field, Uuid, &'static str, &'static str)],
-        xid: Option<String>,
+        indexed: &[IndexedField],
+        xid: String,
     ) -> (Sql, Vec<String>) {
         let mut s = Sql::new();
         let t = s.param(Bind::Uuid(self.tenant));
         let ty_id = s.param(Bind::Uuid(ty));
-        let xid = match xid {
-            Some(xid) => format!("{}::xid8", s.param(Bind::Text(xid))),
-            None => "pg_current_xact_id()".to_string(),
-        };
+        let xid = s.param(Bind::Text(xid));
         let from = format!(
-            "{SHADOW_SCHEMA}.records r WHERE r.entity_type_id = {ty_id} AND r.xmin = xid({xid})"
+            "{SHADOW_SCHEMA}.records r WHERE r.entity_type_id = {ty_id} AND r.xmin = xid({xid}::xid8)"
         );
         let mut values = String::new();
         let mut inserts: Vec<(&str, Vec<String>)> = Vec::new();
-        for (i, (f, field_id, table, cast)) in indexed.iter().enumerate() {
-            let key = s.param(Bind::Text(f.name.to_string()));
-            let fid = s.param(Bind::Uuid(*field_id));
+        for (i, f) in indexed.iter().enumerate() {
+            let (table, cast) = crate::sql::class_table(f.class);
+            let key = s.param(Bind::Text(f.name.clone()));
+            let fid = s.param(Bind::Uuid(f.id));
             let uniq = s.param(Bind::Bool(f.unique));
             values.push_str(&format!(", r.data->>{key} AS v{i}"));
             let select = format!("SELECT {t}, {fid}, s.id, s.v{i}::{cast}, {uniq} FROM s");
-            match inserts.iter_mut().find(|(tb, _)| tb == table) {
+            match inserts.iter_mut().find(|(tb, _)| *tb == table) {
                 Some((_, selects)) => selects.push(select),
                 None => inserts.push((table, vec![select])),
             }
@@ -2441,14 +2661,22 @@ impl BulkLoad {
     /// Queues `tasks` on the builder (started on first use) with up to `workers`
     /// connections.
     fn queue(&mut self, tasks: Vec<Task>, workers: usize) -> Result<()> {
+        let mut b = self.builder()?;
+        b.add(tasks, workers);
+        self.shadow_mut()?.builder = Some(b);
+        Ok(())
+    }
+
+    /// The builder, taken out of the shadow state (started if there was none).
+    fn builder(&mut self) -> Result<Builder> {
         let settings = self.index_settings()?;
         let url = self.url.clone();
         let scope = (self.tenant, self.actor.clone());
-        self.shadow_mut()?
+        Ok(self
+            .shadow_mut()?
             .builder
-            .get_or_insert_with(|| Builder::new(url, settings, scope))
-            .add(tasks, workers);
-        Ok(())
+            .take()
+            .unwrap_or_else(|| Builder::new(url, settings, scope)))
     }
 
     /// The exclusive path's commit: indexes (in parallel), constraints and triggers,
@@ -2714,6 +2942,20 @@ enum Work {
     /// Tenant rows written as `ddms_loader` into the sealed shadow tables (see [`SEAL`]),
     /// in a transaction of their own (the field-value rows of a type's committed records).
     Loader(Sql),
+    /// Field-value rows encoded by the client (in pieces), COPYed into a sealed shadow
+    /// table the same way.
+    Copy(&'static str, Vec<Vec<u8>>),
+}
+
+impl Work {
+    /// Runs tenant work (as `ddms_loader`: the caller's transaction and role).
+    fn run(&self, c: &mut PgConnection) -> diesel::QueryResult<()> {
+        match self {
+            Work::Loader(sql) => sql.query().execute(c).map(|_| ()),
+            Work::Copy(table, rows) => copy_field_rows(c, table, rows).map(|_| ()),
+            Work::Owner(sql) => c.batch_execute(sql),
+        }
+    }
 }
 
 /// The builder's work list.
@@ -2762,7 +3004,7 @@ impl Builder {
             let mut q = self.state.queue.lock();
             for t in tasks {
                 match t.work {
-                    Work::Loader(_) => q.writes.push_back(t),
+                    Work::Loader(_) | Work::Copy(..) => q.writes.push_back(t),
                     Work::Owner(_) => q.owner.push(t),
                 }
             }
@@ -2852,14 +3094,14 @@ fn build_worker(url: &str, settings: &str, scope: &(Uuid, String), state: &Build
             Work::Owner(sql) => conn
                 .batch_execute(sql)
                 .map_err(|e| rebuild_error(&task.name, e)),
-            Work::Loader(sql) => conn
+            Work::Loader(_) | Work::Copy(..) => conn
                 .transaction(|c| {
                     as_tenant_loader(c, scope.0, &scope.1)?;
-                    sql.query().execute(c).map(|_| ())
+                    task.work.run(c)
                 })
                 .map_err(db(&task.name)),
         };
-        if matches!(task.work, Work::Loader(_)) {
+        if !matches!(task.work, Work::Owner(_)) {
             let mut q = state.queue.lock();
             for t in &task.tables {
                 if let Some(i) = q.filling.iter().position(|x| x == t) {

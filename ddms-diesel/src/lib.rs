@@ -24,6 +24,7 @@ pub mod bulk;
 pub mod embedded;
 pub mod error;
 mod feed;
+mod field_rows;
 pub mod group_insert;
 pub mod harness;
 mod index;

@@ -291,6 +291,36 @@ fn date_and_datetime_rules() {
         json!({"title": "Ok", "days": ["2024-01-01", "2024-02-31"]}),
         "days[1]: invalid_date",
     );
+    // What PostgreSQL's date and timestamptz input refuse is refused here too, so that
+    // every stored value can be cast and indexed: year 0000 as written, offsets beyond
+    // ±15:59, a leap second with a fraction (rounded to microseconds).
+    check(
+        json!({"title": "Ok", "day": "0000-12-31"}),
+        "day: invalid_date",
+    );
+    check(
+        json!({"title": "Ok", "day": "0001-01-01"}),
+        r#"ok {"day":"0001-01-01","level":"a","priority":3,"title":"Ok"}"#,
+    );
+    for bad in [
+        "0000-06-01T00:00:00Z",
+        "2024-01-01T10:00:00+16:00",
+        "2024-01-01T10:00:00-23:59",
+        "2016-12-31T23:59:60.5Z",
+    ] {
+        check(json!({"title": "Ok", "at": bad}), "at: invalid_datetime");
+    }
+    for good in [
+        "0001-01-01T00:00:00+01:00",
+        "2024-01-01T10:00:00-15:59",
+        "2016-12-31T23:59:60Z",
+        "2016-12-31T23:59:60.0000004Z",
+    ] {
+        check(
+            json!({"title": "Ok", "at": good}),
+            &format!(r#"ok {{"at":"{good}","level":"a","priority":3,"title":"Ok"}}"#),
+        );
+    }
 }
 
 #[test]

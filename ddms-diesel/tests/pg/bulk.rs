@@ -932,10 +932,16 @@ fn field_values_of_several_fields_per_table_match_the_triggers() {
     .check()
     .unwrap();
     let tenant = Uuid::new_v4();
-    let load_pairs = |load: &mut BulkLoad| {
+    // `client`: the encoder writes the field-value rows beside the records (on the
+    // swapped path; on the others it is the plain encoder), else PostgreSQL derives them.
+    let load_pairs = |load: &mut BulkLoad, client: bool| {
         let ty = load.create_entity_type(&ty_def).unwrap();
         for (start, end) in [(0u64, 40u64), (40, 70)] {
-            let mut enc = RecordEncoder::new(&ty);
+            let mut enc = if client {
+                load.record_encoder(&ty).unwrap()
+            } else {
+                RecordEncoder::new(&ty)
+            };
             for i in start..end {
                 let data = if i % 7 == 3 {
                     json!({"b": format!("b{i}")})
@@ -954,26 +960,156 @@ fn field_values_of_several_fields_per_table_match_the_triggers() {
     let (url2, _) = fresh();
     let mut old = BulkLoad::begin(&url2, tenant, "loader", &BulkOptions::default()).unwrap();
     old.reset_tenant("Pairs").unwrap();
-    load_pairs(&mut old);
+    load_pairs(&mut old, true);
     old.commit().unwrap();
     let theirs = fv_content(&url2, tenant);
     assert_eq!(theirs.len(), 3 * 70);
     assert_eq!(theirs.iter().filter(|r| r.2.is_none()).count(), 2 * 10);
-    // Derived on the builder connection (2), or by the loader from staging (1).
+    // Encoded by the client or derived in SQL; written on the builder connection (2) or
+    // by the loader (1).
     for connections in [2, 1] {
+        for client in [true, false] {
+            let (url, _) = fresh();
+            let opts = BulkOptions {
+                connections,
+                ..BulkOptions::default()
+            };
+            let mut load = BulkLoad::replace(&url, tenant, "Pairs", "loader", &opts).unwrap();
+            assert_eq!(load.index_path(), &IndexPath::Swapped { connections });
+            load_pairs(&mut load, client);
+            load.commit().unwrap();
+            assert_eq!(
+                fv_content(&url, tenant),
+                theirs,
+                "{connections} connection(s), client-encoded: {client}"
+            );
+        }
+    }
+}
+
+/// The client encodes every value class in PostgreSQL's binary form exactly as the
+/// trigger's `(data->>name)::cast` stores it, edge values included (extreme numbers,
+/// negative zero, the first and last dates, leap seconds, fractions rounded half to even,
+/// offsets, non-canonical uuids, empty and escaped text, absent values).
+#[test]
+fn client_encoded_field_values_of_every_class_match_the_triggers() {
+    let def = serde_json::from_value::<NewEntityType>(json!({
+        "name": "every",
+        "fields": [
+            {"name": "t", "kind": "text", "indexed": true},
+            {"name": "i", "kind": "integer", "indexed": true},
+            {"name": "f", "kind": "number", "indexed": true},
+            {"name": "b", "kind": "boolean", "indexed": true},
+            {"name": "d", "kind": "date", "indexed": true},
+            {"name": "ts", "kind": "datetime", "indexed": true},
+            {"name": "u", "kind": "uuid", "indexed": true},
+            {"name": "e", "kind": "enum", "values": ["x", "y"], "indexed": true}
+        ]
+    }))
+    .unwrap()
+    .check()
+    .unwrap();
+    let texts = [
+        "",
+        "plain",
+        "é ü 漢字 🦀",
+        "quote \" back \\ slash",
+        "tab\tnewline\n",
+    ];
+    let ints = [
+        json!(0),
+        json!(-1),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(42.0),
+    ];
+    let floats = [
+        json!(0.1),
+        json!(-0.0),
+        json!(1e300),
+        json!(5e-324),
+        json!(123456.789),
+        json!(9007199254740993u64),
+        json!(-1.7976931348623157e308),
+        json!(3),
+    ];
+    let dates = [
+        "0001-01-01",
+        "9999-12-31",
+        "2024-02-29",
+        "1970-01-01",
+        "1999-12-31",
+    ];
+    let stamps = [
+        "2024-12-31T23:59:60Z",
+        "2024-12-31T23:59:60.0000005Z",
+        "2024-12-31T23:59:59.9999995Z",
+        "2024-12-31T23:59:59.0000015Z",
+        "2024-12-31T23:59:59.0000025Z",
+        "2024-12-31T23:59:59.123456789123456789Z",
+        "2024-12-31T23:59:59+15:59",
+        "2024-12-31t23:59:59z",
+        "2024-12-31 23:59:59Z",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59.9999999+14:00",
+        "1969-12-31T23:59:59.5Z",
+    ];
+    let uuids = [
+        "6F9619FF-8B86-D011-B42D-00CF4FC964FF".to_string(),
+        "{6f9619ff-8b86-d011-b42d-00cf4fc964fe}".to_string(),
+        "6f9619ff8b86d011b42d00cf4fc964fd".to_string(),
+    ];
+    let record = |i: usize| -> serde_json::Value {
+        if i % 11 == 10 {
+            return json!({}); // every value absent: v NULL
+        }
+        json!({
+            "t": texts[i % texts.len()],
+            "i": ints[i % ints.len()],
+            "f": floats[i % floats.len()],
+            "b": i.is_multiple_of(2),
+            "d": dates[i % dates.len()],
+            "ts": stamps[i % stamps.len()],
+            "u": uuids[i % uuids.len()],
+            "e": if i.is_multiple_of(3) { "x" } else { "y" },
+        })
+    };
+    let tenant = Uuid::new_v4();
+    let load_all = |load: &mut BulkLoad| {
+        let ty = load.create_entity_type(&def).unwrap();
+        let mut enc = load.record_encoder(&ty).unwrap();
+        let mut chunks = Vec::new();
+        for i in 0..120 {
+            enc.push(id(i as u64), &record(i)).unwrap();
+            if i % 10 == 9 {
+                chunks.push(Ok(enc.take()));
+            }
+        }
+        assert_eq!(load.copy_records(&ty, chunks).unwrap(), 120);
+    };
+    let (url2, _) = fresh();
+    let mut old = BulkLoad::begin(&url2, tenant, "loader", &BulkOptions::default()).unwrap();
+    old.reset_tenant("Every").unwrap();
+    load_all(&mut old);
+    old.commit().unwrap();
+    let theirs = fv_content(&url2, tenant);
+    assert_eq!(theirs.len(), 8 * 120);
+    // All rows after the copy, or handed to the builder connection every ~1 kB (several
+    // COPYs per table while the records stream).
+    for field_rows_batch in [16 << 20, 1000] {
         let (url, _) = fresh();
         let opts = BulkOptions {
-            connections,
+            field_rows_batch,
             ..BulkOptions::default()
         };
-        let mut load = BulkLoad::replace(&url, tenant, "Pairs", "loader", &opts).unwrap();
-        assert_eq!(load.index_path(), &IndexPath::Swapped { connections });
-        load_pairs(&mut load);
+        let mut load = BulkLoad::replace(&url, tenant, "Every", "loader", &opts).unwrap();
+        assert!(matches!(load.index_path(), IndexPath::Swapped { .. }));
+        load_all(&mut load);
         load.commit().unwrap();
-        assert_eq!(
-            fv_content(&url, tenant),
-            theirs,
-            "{connections} connection(s)"
-        );
+        let ours = fv_content(&url, tenant);
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a, b, "batch {field_rows_batch}");
+        }
+        assert_eq!(ours, theirs, "batch {field_rows_batch}");
     }
 }
