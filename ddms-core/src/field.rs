@@ -530,14 +530,28 @@ impl Field {
     /// Checks one non-null value; pushes every problem into `errs` (with `path`) and
     /// returns the normalised value when it is acceptable so far.
     pub fn check_value(&self, v: &Value, path: &str, errs: &mut Vec<FieldError>) -> Option<Value> {
+        self.check(v, path, errs).into_value(v)
+    }
+
+    /// [`Field::check_value`] in place: normalises `v` and returns true when it is
+    /// acceptable so far, without copying a value that is already normal.
+    pub fn check_value_mut(&self, v: &mut Value, path: &str, errs: &mut Vec<FieldError>) -> bool {
+        self.check(v, path, errs).apply(v)
+    }
+
+    fn check(&self, v: &Value, path: &str, errs: &mut Vec<FieldError>) -> Checked {
         match &self.kind {
             FieldKind::Scalar(k) => {
-                let v = check_scalar(*k, v, path, errs)?;
-                self.check_constraints(*k, &v, path, errs);
-                Some(v)
+                let c = check_scalar_as(*k, v, path, errs);
+                match &c {
+                    Checked::Same => self.check_constraints(*k, v, path, errs),
+                    Checked::Normal(n) => self.check_constraints(*k, n, path, errs),
+                    Checked::Invalid => {}
+                }
+                c
             }
             FieldKind::Enum(values) => match v {
-                Value::String(s) if values.iter().any(|x| x == s) => Some(v.clone()),
+                Value::String(s) if values.iter().any(|x| x == s) => Checked::Same,
                 Value::String(s) => {
                     errs.push(FieldError::new(
                         path,
@@ -548,11 +562,11 @@ impl Field {
                             truncate(&values.join(", "), 200)
                         ),
                     ));
-                    None
+                    Checked::Invalid
                 }
                 _ => {
                     errs.push(wrong_type(path, "a string (enum value)", v));
-                    None
+                    Checked::Invalid
                 }
             },
             FieldKind::Json => {
@@ -562,15 +576,15 @@ impl Field {
                         "nul_in_text",
                         "text must not contain NUL (\\u0000)",
                     ));
-                    None
+                    Checked::Invalid
                 } else {
-                    Some(v.clone())
+                    Checked::Same
                 }
             }
             FieldKind::List(k) => {
                 let Value::Array(items) = v else {
                     errs.push(wrong_type(path, &format!("a list of {}", k.as_str()), v));
-                    return None;
+                    return Checked::Invalid;
                 };
                 let n = items.len() as u64;
                 if let Some(min) = self.min_length {
@@ -591,19 +605,31 @@ impl Field {
                         ));
                     }
                 }
-                let mut out = Vec::with_capacity(items.len());
+                // Normalised items, once one differs (copies of the ones before it).
+                let mut normal: Option<Vec<Value>> = None;
                 let before = errs.len();
                 for (i, item) in items.iter().enumerate() {
                     let p = format!("{path}[{i}]");
-                    if item.is_null() {
+                    let c = if item.is_null() {
                         errs.push(wrong_type(&p, k.as_str(), item));
-                        continue;
-                    }
-                    if let Some(x) = check_scalar(*k, item, &p, errs) {
-                        out.push(x);
+                        Checked::Invalid
+                    } else {
+                        check_scalar_as(*k, item, &p, errs)
+                    };
+                    match (c, &mut normal) {
+                        (Checked::Invalid, _) => {}
+                        (Checked::Same, None) => {}
+                        (Checked::Same, Some(out)) => out.push(item.clone()),
+                        (Checked::Normal(x), out) => {
+                            out.get_or_insert_with(|| items[..i].to_vec()).push(x)
+                        }
                     }
                 }
-                (errs.len() == before).then_some(Value::Array(out))
+                match (errs.len() == before, normal) {
+                    (false, _) => Checked::Invalid,
+                    (true, None) => Checked::Same,
+                    (true, Some(out)) => Checked::Normal(Value::Array(out)),
+                }
             }
         }
     }
@@ -846,7 +872,43 @@ pub fn check_scalar(
     path: &str,
     errs: &mut Vec<FieldError>,
 ) -> Option<Value> {
-    let text = |errs: &mut Vec<FieldError>| -> Option<String> {
+    check_scalar_as(k, v, path, errs).into_value(v)
+}
+
+/// What a check found: the value is valid as it is, valid once normalised to another
+/// value, or invalid (the problems are in the caller's `errs`).
+enum Checked {
+    Same,
+    Normal(Value),
+    Invalid,
+}
+
+impl Checked {
+    /// The normalised value (a copy of `v` when it was normal already).
+    fn into_value(self, v: &Value) -> Option<Value> {
+        match self {
+            Checked::Same => Some(v.clone()),
+            Checked::Normal(n) => Some(n),
+            Checked::Invalid => None,
+        }
+    }
+
+    /// Normalises `v` in place; false when it is invalid.
+    fn apply(self, v: &mut Value) -> bool {
+        match self {
+            Checked::Same => true,
+            Checked::Normal(n) => {
+                *v = n;
+                true
+            }
+            Checked::Invalid => false,
+        }
+    }
+}
+
+fn check_scalar_as(k: ScalarKind, v: &Value, path: &str, errs: &mut Vec<FieldError>) -> Checked {
+    use Checked::{Invalid, Normal, Same};
+    let text = |errs: &mut Vec<FieldError>| -> Option<&str> {
         match v {
             Value::String(s) if s.contains('\0') => {
                 errs.push(FieldError::new(
@@ -856,40 +918,58 @@ pub fn check_scalar(
                 ));
                 None
             }
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => Some(s.as_str()),
             _ => {
                 errs.push(wrong_type(path, &format!("a string ({})", k.as_str()), v));
                 None
             }
         }
     };
+    // A textual kind: valid as it is when `ok`, else the error `code` with `message`.
+    let textual = |errs: &mut Vec<FieldError>,
+                   ok: &dyn Fn(&str) -> bool,
+                   code: &'static str,
+                   message: &dyn Fn(&str) -> String| {
+        let Some(s) = text(errs) else {
+            return Invalid;
+        };
+        if ok(s) {
+            Same
+        } else {
+            errs.push(FieldError::new(path, code, message(&truncate(s, 40))));
+            Invalid
+        }
+    };
     match k {
-        ScalarKind::Text => text(errs).map(Value::String),
+        ScalarKind::Text => match text(errs) {
+            Some(_) => Same,
+            None => Invalid,
+        },
         ScalarKind::Integer => match v {
             Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Some(Value::from(i))
+                if n.as_i64().is_some() {
+                    Same
                 } else if n.is_u64() {
                     errs.push(FieldError::new(
                         path,
                         "integer_overflow",
                         "integer does not fit in 64 bits",
                     ));
-                    None
+                    Invalid
                 } else {
                     let f = n.as_f64().unwrap_or(f64::NAN);
                     if f.fract() == 0.0 && f.is_finite() {
                         // Exclusive at -2^63 too: an integer literal below i64::MIN
                         // reaches here rounded to exactly -2^63 and must not be accepted.
                         if f > -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
-                            Some(Value::from(f as i64))
+                            Normal(Value::from(f as i64))
                         } else {
                             errs.push(FieldError::new(
                                 path,
                                 "integer_overflow",
                                 "integer does not fit in 64 bits",
                             ));
-                            None
+                            Invalid
                         }
                     } else {
                         errs.push(FieldError::new(
@@ -897,106 +977,78 @@ pub fn check_scalar(
                             "wrong_type",
                             "expected an integer, got a fractional number",
                         ));
-                        None
+                        Invalid
                     }
                 }
             }
             _ => {
                 errs.push(wrong_type(path, "an integer", v));
-                None
+                Invalid
             }
         },
         ScalarKind::Number => match v {
-            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Some(v.clone()),
+            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Same,
             _ => {
                 errs.push(wrong_type(path, "a number", v));
-                None
+                Invalid
             }
         },
         ScalarKind::Boolean => match v {
-            Value::Bool(_) => Some(v.clone()),
+            Value::Bool(_) => Same,
             _ => {
                 errs.push(wrong_type(path, "a boolean", v));
-                None
+                Invalid
             }
         },
-        ScalarKind::Date => {
-            let s = text(errs)?;
-            // Year 0000 is valid ISO 8601 but not PostgreSQL `date` input.
-            if parse_date(&s).is_some_and(|d| chrono::Datelike::year(&d) >= 1) {
-                Some(Value::String(s))
-            } else {
-                errs.push(FieldError::new(
-                    path,
-                    "invalid_date",
-                    format!("`{}` is not a date (YYYY-MM-DD)", truncate(&s, 40)),
-                ));
-                None
-            }
-        }
-        ScalarKind::Datetime => {
-            let s = text(errs)?;
-            match parse_datetime(&s) {
-                Some(d)
-                    if (0..=9999).contains(&chrono::Datelike::year(&d))
-                        && datetime_micros(&s).is_some() =>
-                {
-                    Some(Value::String(s))
-                }
-                _ => {
-                    errs.push(FieldError::new(
-                        path,
-                        "invalid_datetime",
-                        format!(
-                            "`{}` is not an RFC 3339 datetime (e.g. 2024-05-01T12:00:00Z)",
-                            truncate(&s, 40)
-                        ),
-                    ));
-                    None
-                }
-            }
-        }
+        // Year 0000 is valid ISO 8601 but not PostgreSQL `date` input.
+        ScalarKind::Date => textual(
+            errs,
+            &|s| parse_date(s).is_some_and(|d| chrono::Datelike::year(&d) >= 1),
+            "invalid_date",
+            &|s| format!("`{s}` is not a date (YYYY-MM-DD)"),
+        ),
+        ScalarKind::Datetime => textual(
+            errs,
+            &|s| {
+                parse_datetime(s).is_some_and(|d| (0..=9999).contains(&chrono::Datelike::year(&d)))
+                    && datetime_micros(s).is_some()
+            },
+            "invalid_datetime",
+            &|s| format!("`{s}` is not an RFC 3339 datetime (e.g. 2024-05-01T12:00:00Z)"),
+        ),
         ScalarKind::Uuid => {
-            let s = text(errs)?;
-            match Uuid::try_parse(&s) {
-                Ok(u) => Some(Value::String(u.hyphenated().to_string())),
+            let Some(s) = text(errs) else {
+                return Invalid;
+            };
+            match Uuid::try_parse(s) {
+                Ok(u) => {
+                    let mut buf = Uuid::encode_buffer();
+                    let canonical = u.hyphenated().encode_lower(&mut buf);
+                    if canonical == s {
+                        Same
+                    } else {
+                        Normal(Value::String(canonical.to_string()))
+                    }
+                }
                 Err(_) => {
                     errs.push(FieldError::new(
                         path,
                         "invalid_uuid",
-                        format!("`{}` is not a uuid", truncate(&s, 40)),
+                        format!("`{}` is not a uuid", truncate(s, 40)),
                     ));
-                    None
+                    Invalid
                 }
             }
         }
-        ScalarKind::Email => {
-            let s = text(errs)?;
-            if is_email(&s) {
-                Some(Value::String(s))
-            } else {
-                errs.push(FieldError::new(
-                    path,
-                    "invalid_email",
-                    format!("`{}` is not an e-mail address", truncate(&s, 40)),
-                ));
-                None
-            }
-        }
-        ScalarKind::Url => {
-            let s = text(errs)?;
-            match url::Url::parse(&s) {
-                Ok(u) if !u.cannot_be_a_base() || u.scheme() == "mailto" => Some(Value::String(s)),
-                _ => {
-                    errs.push(FieldError::new(
-                        path,
-                        "invalid_url",
-                        format!("`{}` is not an absolute URL", truncate(&s, 40)),
-                    ));
-                    None
-                }
-            }
-        }
+        ScalarKind::Email => textual(errs, &is_email, "invalid_email", &|s| {
+            format!("`{s}` is not an e-mail address")
+        }),
+        ScalarKind::Url => textual(
+            errs,
+            &|s| url::Url::parse(s).is_ok_and(|u| !u.cannot_be_a_base() || u.scheme() == "mailto"),
+            "invalid_url",
+            &|s| format!("`{s}` is not an absolute URL"),
+        ),
     }
 }
 

@@ -151,29 +151,11 @@ pub fn validate(ty: &EntityType, data: &Value) -> Result<Data> {
 pub fn validate_map(ty: &EntityType, obj: &Data) -> Result<Data> {
     let mut errs: Vec<FieldError> = Vec::new();
     let mut out = Map::new();
-    for key in obj.keys() {
-        if ty.field(key).is_none() {
-            errs.push(FieldError::new(
-                truncate(key, 80),
-                "unknown_field",
-                format!("`{}` is not a field of {}", truncate(key, 80), ty.name),
-            ));
-        }
-    }
+    unknown_fields(ty, obj, &mut errs);
     for f in &ty.fields {
         let path = f.name.as_str();
         match obj.get(path) {
-            None | Some(Value::Null) => {
-                if let Some(d) = &f.default {
-                    out.insert(path.to_string(), d.clone());
-                } else if f.required {
-                    errs.push(FieldError::new(
-                        path,
-                        "required",
-                        format!("`{path}` is required"),
-                    ));
-                }
-            }
+            None | Some(Value::Null) => missing(f, &mut out, &mut errs),
             Some(v) => {
                 if let Some(v) = f.check_value(v, path, &mut errs) {
                     out.insert(path.to_string(), v);
@@ -185,6 +167,67 @@ pub fn validate_map(ty: &EntityType, obj: &Data) -> Result<Data> {
         Ok(out)
     } else {
         Err(Error::Validation(errs))
+    }
+}
+
+/// Like [`validate`], on an owned value: values are normalised in place and only the
+/// defaults are copied, so a valid record is validated without copying its values (the
+/// bulk loader's path).
+pub fn validate_owned(ty: &EntityType, data: Value) -> Result<Data> {
+    let Value::Object(mut obj) = data else {
+        return Err(Error::invalid(
+            "data",
+            "not_an_object",
+            "record data must be a JSON object",
+        ));
+    };
+    let mut errs: Vec<FieldError> = Vec::new();
+    unknown_fields(ty, &obj, &mut errs);
+    for f in &ty.fields {
+        let path = f.name.as_str();
+        match obj.get_mut(path) {
+            Some(Value::Null) | None => {
+                obj.remove(path);
+                missing(f, &mut obj, &mut errs);
+            }
+            Some(v) => {
+                if !f.check_value_mut(v, path, &mut errs) {
+                    obj.remove(path);
+                }
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(obj)
+    } else {
+        Err(Error::Validation(errs))
+    }
+}
+
+/// An error for every key of `obj` that is not a field of `ty`.
+fn unknown_fields(ty: &EntityType, obj: &Data, errs: &mut Vec<FieldError>) {
+    for key in obj.keys() {
+        if ty.field(key).is_none() {
+            errs.push(FieldError::new(
+                truncate(key, 80),
+                "unknown_field",
+                format!("`{}` is not a field of {}", truncate(key, 80), ty.name),
+            ));
+        }
+    }
+}
+
+/// A field without a value: its default into `out`, or an error when it is required.
+fn missing(f: &crate::Field, out: &mut Data, errs: &mut Vec<FieldError>) {
+    let path = f.name.as_str();
+    if let Some(d) = &f.default {
+        out.insert(path.to_string(), d.clone());
+    } else if f.required {
+        errs.push(FieldError::new(
+            path,
+            "required",
+            format!("`{path}` is required"),
+        ));
     }
 }
 

@@ -353,7 +353,7 @@ pub struct BulkReport {
 /// Rows encoded in PostgreSQL's binary COPY format, ready for [`BulkLoad::copy_records`]
 /// or [`BulkLoad::copy_relations`]. Built only by [`RecordEncoder`] (which validates every
 /// record) and [`RelationEncoder`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Chunk {
     owner: Uuid,
     bytes: Vec<u8>,
@@ -365,9 +365,74 @@ pub struct Chunk {
     /// Field-value rows of the records, one buffer per indexed field (empty unless the
     /// encoder came from [`BulkLoad::record_encoder`]).
     fv: Vec<Vec<u8>>,
+    /// Where its buffers go once it is dropped (after its COPY), for the encoder's next
+    /// chunks.
+    spent: std::sync::Arc<Spent>,
+}
+
+/// Buffers of chunks already copied, reused by the encoder that made them: the memory
+/// allocator would otherwise hand the pages back to the kernel once a chunk is freed
+/// and fault fresh zeroed ones in for the next (a sixth of the seed generator's CPU).
+#[derive(Debug, Default)]
+struct Spent(parking_lot::Mutex<Vec<(Vec<u8>, Vec<Uuid>)>>);
+
+impl Spent {
+    /// Buffer pairs kept at most (the rest are freed).
+    const KEEP: usize = 4;
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.bytes.capacity() > 0 {
+            let mut spent = self.spent.0.lock();
+            if spent.len() < Spent::KEEP {
+                spent.push((
+                    std::mem::take(&mut self.bytes),
+                    std::mem::take(&mut self.ids),
+                ));
+            }
+        }
+    }
 }
 
 impl Chunk {
+    /// An empty chunk of rows for `owner` (an entity or relation type).
+    fn new(owner: Uuid) -> Chunk {
+        Chunk {
+            owner,
+            bytes: Vec::new(),
+            ids: Vec::new(),
+            rows: 0,
+            id_range: None,
+            fv: Vec::new(),
+            spent: Default::default(),
+        }
+    }
+
+    /// Hands this chunk out and starts the next one of the same owner in its place, on
+    /// spent buffers when there are some.
+    fn hand_out(&mut self) -> Chunk {
+        let (mut bytes, mut ids) = self.spent.0.lock().pop().unwrap_or_default();
+        bytes.clear();
+        ids.clear();
+        bytes.reserve(self.bytes.len());
+        ids.reserve(self.ids.len());
+        let next = Chunk {
+            owner: self.owner,
+            bytes,
+            ids,
+            rows: 0,
+            id_range: None,
+            fv: self
+                .fv
+                .iter()
+                .map(|b| Vec::with_capacity(b.len()))
+                .collect(),
+            spent: self.spent.clone(),
+        };
+        std::mem::replace(self, next)
+    }
+
     /// Rows in the chunk.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -421,10 +486,7 @@ impl RecordEncoder {
     pub fn new(ty: &EntityType) -> Self {
         RecordEncoder {
             ty: ty.clone(),
-            chunk: Chunk {
-                owner: ty.id,
-                ..Chunk::default()
-            },
+            chunk: Chunk::new(ty.id),
             json: Vec::with_capacity(1024),
             fields: Vec::new(),
             marks: Vec::new(),
@@ -435,6 +497,17 @@ impl RecordEncoder {
     /// rejected, exactly as for single creates) and appends the record.
     pub fn push(&mut self, id: Uuid, data: &Value) -> Result<()> {
         let data = ddms_core::record::validate(&self.ty, data)?;
+        self.encode(id, data)
+    }
+
+    /// [`RecordEncoder::push`] of an owned value: validated in place, without copying
+    /// its values.
+    pub fn push_owned(&mut self, id: Uuid, data: Value) -> Result<()> {
+        let data = ddms_core::record::validate_owned(&self.ty, data)?;
+        self.encode(id, data)
+    }
+
+    fn encode(&mut self, id: Uuid, data: ddms_core::Data) -> Result<()> {
         self.json.clear();
         self.json.push(1); // jsonb binary format version
         serde_json::to_writer(&mut self.json, &data)
@@ -472,20 +545,7 @@ impl RecordEncoder {
 
     /// The rows pushed so far, as a chunk; the encoder starts a new one.
     pub fn take(&mut self) -> Chunk {
-        let fresh = Chunk {
-            owner: self.chunk.owner,
-            bytes: Vec::with_capacity(self.chunk.bytes.len()),
-            ids: Vec::with_capacity(self.chunk.ids.len()),
-            rows: 0,
-            id_range: None,
-            fv: self
-                .chunk
-                .fv
-                .iter()
-                .map(|b| Vec::with_capacity(b.len()))
-                .collect(),
-        };
-        std::mem::replace(&mut self.chunk, fresh)
+        self.chunk.hand_out()
     }
 }
 
@@ -500,10 +560,7 @@ impl RelationEncoder {
     /// An encoder for relations of `rt`.
     pub fn new(rt: &RelationType) -> Self {
         RelationEncoder {
-            chunk: Chunk {
-                owner: rt.id,
-                ..Chunk::default()
-            },
+            chunk: Chunk::new(rt.id),
             uniq: [
                 u8::from(rt.cardinality == Cardinality::OneToOne),
                 u8::from(rt.cardinality != Cardinality::ManyToMany),
@@ -533,15 +590,7 @@ impl RelationEncoder {
 
     /// The rows pushed so far, as a chunk; the encoder starts a new one.
     pub fn take(&mut self) -> Chunk {
-        let fresh = Chunk {
-            owner: self.chunk.owner,
-            bytes: Vec::with_capacity(self.chunk.bytes.len()),
-            ids: Vec::with_capacity(self.chunk.ids.len()),
-            rows: 0,
-            id_range: None,
-            fv: Vec::new(),
-        };
-        std::mem::replace(&mut self.chunk, fresh)
+        self.chunk.hand_out()
     }
 }
 
@@ -1303,9 +1352,7 @@ impl BulkLoad {
         if direct {
             let encoded = encoded?;
             // In the sealed shadow table already: add what the triggers would write.
-            self.phase(&format!("rows of {what}"), n, |me| {
-                me.shadow_record_rows(ty, n, id_range, encoded)
-            })?;
+            self.shadow_record_rows(ty, n, id_range, encoded)?;
             self.records += n;
             return Ok(n);
         }
@@ -1394,9 +1441,7 @@ impl BulkLoad {
         }
         if direct {
             // In the sealed shadow table already: add what the triggers would write.
-            self.phase(&format!("rows of {what}"), n, |me| {
-                me.shadow_relation_rows(rt, n, id_range)
-            })?;
+            self.shadow_relation_rows(rt, n, id_range)?;
             self.relations += n;
             return Ok(n);
         }

@@ -528,7 +528,7 @@ fn generate(
                 S_PROJECT => plan.project(i),
                 _ => plan.resource(i),
             };
-            if let Err(e) = enc.push(plan.id(stream, i), &v) {
+            if let Err(e) = enc.push_owned(plan.id(stream, i), v) {
                 let _ = send(Some(Err(e)));
                 return;
             }

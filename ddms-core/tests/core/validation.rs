@@ -7,7 +7,7 @@ use chrono::Utc;
 use ddms_core::entity_type::{EntityType, EntityTypePatch, NewEntityType};
 use ddms_core::error::Error;
 use ddms_core::field::{Field, FieldSpec};
-use ddms_core::record::{changed_fields, validate, validate_patch, Data};
+use ddms_core::record::{changed_fields, validate, validate_owned, validate_patch, Data};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -72,9 +72,13 @@ fn expect_eq(got: String, expect: &str, input: &dyn std::fmt::Display) {
     assert_eq!(got, want.join("\n"), "input: {input}");
 }
 
+/// Checks `validate` and, with the same expectation, `validate_owned` (which normalises
+/// in place instead of copying).
 fn check(data: Value, expect: &str) {
     let got = render(validate(&record_type(), &data).map(Value::Object));
     expect_eq(got, expect, &data);
+    let owned = render(validate_owned(&record_type(), data.clone()).map(Value::Object));
+    expect_eq(owned, expect, &data);
 }
 
 fn check_patch(current: Value, patch: Value, expect: &str) {
@@ -219,6 +223,14 @@ fn integer_rules() {
     check(
         json!({"title": "Ok", "count": 5.0, "nums": [1.0, -2]}),
         r#"ok {"count":5,"level":"a","nums":[1,-2],"priority":3,"title":"Ok"}"#,
+    );
+    check(
+        json!({"title": "Ok", "nums": [-2, 7, 1.0, 4]}),
+        r#"ok {"level":"a","nums":[-2,7,1,4],"priority":3,"title":"Ok"}"#,
+    );
+    check(
+        json!({"title": "Ok", "count": null, "flag": null}),
+        r#"ok {"level":"a","priority":3,"title":"Ok"}"#,
     );
 }
 
