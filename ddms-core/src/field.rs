@@ -753,6 +753,10 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     })
 }
 
+/// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z in microseconds since the Unix epoch.
+const DATETIME_MIN_US: i64 = -62_167_219_200_000_000;
+const DATETIME_END_US: i64 = 253_402_300_800_000_000;
+
 /// The instant of an RFC 3339 datetime in microseconds since the Unix epoch, exactly as
 /// PostgreSQL's `timestamptz` input computes it: the fraction rounded to microseconds
 /// half to even (`rint`), a leap second `:60` read as the next minute's `:00`. `None`
@@ -1007,11 +1011,12 @@ fn check_scalar_as(k: ScalarKind, v: &Value, path: &str, errs: &mut Vec<FieldErr
             "invalid_date",
             &|s| format!("`{s}` is not a date (YYYY-MM-DD)"),
         ),
+        // An instant in the years 0000-9999 (UTC) that PostgreSQL reads the same way.
         ScalarKind::Datetime => textual(
             errs,
             &|s| {
-                parse_datetime(s).is_some_and(|d| (0..=9999).contains(&chrono::Datelike::year(&d)))
-                    && datetime_micros(s).is_some()
+                datetime_micros(s)
+                    .is_some_and(|us| (DATETIME_MIN_US..DATETIME_END_US).contains(&us))
             },
             "invalid_datetime",
             &|s| format!("`{s}` is not an RFC 3339 datetime (e.g. 2024-05-01T12:00:00Z)"),
