@@ -125,6 +125,17 @@ mod stage {
 }
 use stage::{ddms_stage_records, ddms_stage_relations, records, relations};
 
+/// A binary `COPY … FROM STDIN` on `$conn` into the Diesel table `$t` (all the columns it
+/// declares), the rows written by `$write`.
+macro_rules! copy_in {
+    ($conn:expr, $t:path, $write:expr) => {
+        diesel::copy_from($t)
+            .from_raw_data($t, $write)
+            .with_format(CopyFormat::Binary)
+            .execute($conn)
+    };
+}
+
 /// The shadow field-value tables as Diesel tables, for `copy_from` (`tenant_id` is the
 /// sealed tables' default).
 mod shadow_fv {
@@ -162,10 +173,7 @@ fn copy_field_rows(
     macro_rules! copy_into {
         ($($t:ident),*) => {
             match table {
-                $(stringify!($t) => diesel::copy_from(shadow_fv::$t::table)
-                    .from_raw_data(shadow_fv::$t::table, write)
-                    .with_format(CopyFormat::Binary)
-                    .execute(c),)*
+                $(stringify!($t) => copy_in!(c, shadow_fv::$t::table, write),)*
                 other => Err(diesel::result::Error::QueryBuilderError(
                     format!("no field-value table {other}").into(),
                 )),
@@ -1579,23 +1587,12 @@ impl BulkLoad {
             w.write_all(&COPY_TRAILER).map_err(io)?;
             Ok(())
         };
+        let c = &mut self.conn;
         let result = match table {
-            CopyTable::Records => diesel::copy_from(ddms_stage_records::table)
-                .from_raw_data(ddms_stage_records::table, callback)
-                .with_format(CopyFormat::Binary)
-                .execute(&mut self.conn),
-            CopyTable::Relations => diesel::copy_from(ddms_stage_relations::table)
-                .from_raw_data(ddms_stage_relations::table, callback)
-                .with_format(CopyFormat::Binary)
-                .execute(&mut self.conn),
-            CopyTable::ShadowRecords => diesel::copy_from(records::table)
-                .from_raw_data(records::table, callback)
-                .with_format(CopyFormat::Binary)
-                .execute(&mut self.conn),
-            CopyTable::ShadowRelations => diesel::copy_from(relations::table)
-                .from_raw_data(relations::table, callback)
-                .with_format(CopyFormat::Binary)
-                .execute(&mut self.conn),
+            CopyTable::Records => copy_in!(c, ddms_stage_records::table, callback),
+            CopyTable::Relations => copy_in!(c, ddms_stage_relations::table, callback),
+            CopyTable::ShadowRecords => copy_in!(c, records::table, callback),
+            CopyTable::ShadowRelations => copy_in!(c, relations::table, callback),
         };
         self.observer = observer.into_inner();
         if let Some(e) = failure.into_inner() {

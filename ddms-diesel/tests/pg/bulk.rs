@@ -418,7 +418,10 @@ fn feed(url: &str, tenant: Uuid) -> Vec<EventRow> {
 }
 
 /// Every field-value row of the tenant as (field name, record, value, uniq), sorted.
-fn fv_content(url: &str, tenant: Uuid) -> Vec<(String, String, Option<String>, bool)> {
+/// (field name, record id, value as text, uniq) of every field-value row of `tenant`.
+type FvRow = (String, String, Option<String>, bool);
+
+fn fv_content(url: &str, tenant: Uuid) -> Vec<FvRow> {
     #[derive(QueryableByName)]
     struct Fv {
         #[diesel(sql_type = Text)]
@@ -956,35 +959,54 @@ fn field_values_of_several_fields_per_table_match_the_triggers() {
             );
         }
     };
-    // Through the triggers, for reference.
-    let (url2, _) = fresh();
-    let mut old = BulkLoad::begin(&url2, tenant, "loader", &BulkOptions::default()).unwrap();
-    old.reset_tenant("Pairs").unwrap();
-    load_pairs(&mut old, true);
-    old.commit().unwrap();
-    let theirs = fv_content(&url2, tenant);
+    let theirs = fv_through_triggers(tenant, |load| load_pairs(load, true));
     assert_eq!(theirs.len(), 3 * 70);
     assert_eq!(theirs.iter().filter(|r| r.2.is_none()).count(), 2 * 10);
     // Encoded by the client or derived in SQL; written on the builder connection (2) or
     // by the loader (1).
     for connections in [2, 1] {
         for client in [true, false] {
-            let (url, _) = fresh();
             let opts = BulkOptions {
                 connections,
                 ..BulkOptions::default()
             };
-            let mut load = BulkLoad::replace(&url, tenant, "Pairs", "loader", &opts).unwrap();
-            assert_eq!(load.index_path(), &IndexPath::Swapped { connections });
-            load_pairs(&mut load, client);
-            load.commit().unwrap();
             assert_eq!(
-                fv_content(&url, tenant),
+                fv_through_replace(tenant, &opts, |load| load_pairs(load, client)),
                 theirs,
                 "{connections} connection(s), client-encoded: {client}"
             );
         }
     }
+}
+
+/// The field-value rows of what `load` loads into `tenant` (a fresh database) through
+/// the triggers, for reference.
+fn fv_through_triggers(tenant: Uuid, load: impl FnOnce(&mut BulkLoad)) -> Vec<FvRow> {
+    let (url, _) = fresh();
+    let mut old = BulkLoad::begin(&url, tenant, "loader", &BulkOptions::default()).unwrap();
+    old.reset_tenant("Reference").unwrap();
+    load(&mut old);
+    old.commit().unwrap();
+    fv_content(&url, tenant)
+}
+
+/// The same through a replacing load's exclusive path with `opts`.
+fn fv_through_replace(
+    tenant: Uuid,
+    opts: &BulkOptions,
+    load: impl FnOnce(&mut BulkLoad),
+) -> Vec<FvRow> {
+    let (url, _) = fresh();
+    let mut new = BulkLoad::replace(&url, tenant, "Replaced", "loader", opts).unwrap();
+    assert_eq!(
+        new.index_path(),
+        &IndexPath::Swapped {
+            connections: opts.connections
+        }
+    );
+    load(&mut new);
+    new.commit().unwrap();
+    fv_content(&url, tenant)
 }
 
 /// The client encodes every value class in PostgreSQL's binary form exactly as the
@@ -1087,26 +1109,16 @@ fn client_encoded_field_values_of_every_class_match_the_triggers() {
         }
         assert_eq!(load.copy_records(&ty, chunks).unwrap(), 120);
     };
-    let (url2, _) = fresh();
-    let mut old = BulkLoad::begin(&url2, tenant, "loader", &BulkOptions::default()).unwrap();
-    old.reset_tenant("Every").unwrap();
-    load_all(&mut old);
-    old.commit().unwrap();
-    let theirs = fv_content(&url2, tenant);
+    let theirs = fv_through_triggers(tenant, load_all);
     assert_eq!(theirs.len(), 8 * 120);
     // All rows after the copy, or handed to the builder connection every ~1 kB (several
     // COPYs per table while the records stream).
     for field_rows_batch in [16 << 20, 1000] {
-        let (url, _) = fresh();
         let opts = BulkOptions {
             field_rows_batch,
             ..BulkOptions::default()
         };
-        let mut load = BulkLoad::replace(&url, tenant, "Every", "loader", &opts).unwrap();
-        assert!(matches!(load.index_path(), IndexPath::Swapped { .. }));
-        load_all(&mut load);
-        load.commit().unwrap();
-        let ours = fv_content(&url, tenant);
+        let ours = fv_through_replace(tenant, &opts, load_all);
         for (a, b) in ours.iter().zip(&theirs) {
             assert_eq!(a, b, "batch {field_rows_batch}");
         }
