@@ -249,7 +249,8 @@ pub fn validate_patch(ty: &EntityType, current: &Data, patch: &Value) -> Result<
             merged.insert(k.clone(), v.clone());
         }
     }
-    validate_map(ty, &merged)
+    // `merged` is ours: validated in place rather than copied once more.
+    validate_owned(ty, Value::Object(merged))
 }
 
 /// The top-level fields whose values differ between `old` and `new`, sorted.
