@@ -1936,6 +1936,8 @@ const SHADOW_BLOCKERS: &str = "WITH t AS (SELECT n AS tbl, to_regclass(format('%
         AND a.attname IN ('tenant_id', 'created_by', 'updated_by') AND a.atthasdef \
       UNION ALL SELECT format('constraint %s of %s has the name the load uses', k.conname, t.tbl) FROM t JOIN pg_constraint k ON k.conrelid = t.oid \
         AND k.conname = 'ddms_bulk_tenant' \
+      UNION ALL SELECT 'the connecting role may not act as ddms_loader (migration 7 grants it; see the README)' \
+        WHERE NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = 'ddms_loader' AND pg_has_role(session_user, r.oid, 'MEMBER')) \
     ) x";
 
 /// The statements that give the shadow tables everything the live tables have, all text

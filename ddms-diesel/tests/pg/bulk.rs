@@ -861,6 +861,44 @@ fn a_failed_replacing_load_publishes_nothing_and_removes_its_tables() {
         .is_err());
 }
 
+/// The sealed path needs the right to act as `ddms_loader`: a table owner that is not a
+/// superuser, and to which migration 7 therefore could not grant the role, gets the
+/// maintained path (one transaction, as `ddms_app` under RLS) and is told why.
+#[test]
+fn without_the_loader_role_a_replacing_load_maintains_the_indexes_and_says_why() {
+    fresh(); // migrated once on this cluster: the roles exist
+    let base = harness::test_database_url().unwrap();
+    let role = format!("bulk_owner_{}", Uuid::new_v4().simple());
+    let db = format!("{role}_db");
+    let mut c = PgConnection::establish(&base).unwrap();
+    // `role` and `db` are generated here ([a-z0-9_]): safe to splice.
+    c.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'owner-pw' NOSUPERUSER NOCREATEROLE; GRANT ddms_app TO {role}"
+    ))
+    .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {db} OWNER {role}"))
+        .unwrap();
+    // The superuser's URL with the owner's name and password, on its database.
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    let url =
+        harness::url_with_database(&format!("{scheme}://{role}:owner-pw@{host}"), &db).unwrap();
+    migrate(&url).unwrap();
+    let tenant = Uuid::new_v4();
+    let mut load =
+        BulkLoad::replace(&url, tenant, "No loader", "loader", &BulkOptions::default()).unwrap();
+    assert!(
+        matches!(load.index_path(), IndexPath::Maintained(why) if why.contains("may not act as ddms_loader")),
+        "{:?}",
+        load.index_path()
+    );
+    load_items(&mut load);
+    load.commit().unwrap();
+    assert!(!shadow_schema_exists(&url));
+    assert_eq!(count(&url, tenant, "records"), 300);
+    assert_eq!(count(&url, tenant, "relations"), 899);
+}
+
 #[test]
 fn a_replacing_load_with_another_tenants_data_maintains_indexes_in_one_transaction() {
     let (url, store) = fresh();
