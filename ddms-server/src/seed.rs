@@ -775,10 +775,11 @@ pub fn run(url: &str, args: &SeedArgs) -> Result<SeedSummary, String> {
         rels.push(load.create_relation_type(&def).map_err(|e| e.to_string())?);
     }
 
-    // About 64 MB of encoded records (~115 MB with the users' field-value rows) may
-    // wait in the channel: the generator runs ahead while PostgreSQL is busy. (Half of
-    // that was not faster, and not slower beyond the noise: 9.6-10.6 s against 9.5-9.7.)
-    let capacity = (64 << 20) / (args.batch_size * 220).max(1);
+    // About 64 MB of encoded rows may wait in the channel (a user with its field-value
+    // rows is ~400 bytes): the generator runs ahead while PostgreSQL is busy. Twice that
+    // was not faster (4 alternating pairs: 9.03-10.12 s against 9.50-10.32 s) and kept
+    // ~60 MB more resident (peak 254-279 MB against 193-217 MB).
+    let capacity = (64 << 20) / (args.batch_size * 400).max(1);
     let (tx, rx) = sync_channel::<Msg>(capacity.clamp(2, 4096));
     // Encoders that also write the indexed fields' field-value rows (on the swapped path).
     let encoders = [
