@@ -771,8 +771,9 @@ pub fn datetime_micros(s: &str) -> Option<i64> {
         return None;
     }
     if !matches!(b.last(), Some(b'Z' | b'z')) {
-        let o = &b[b.len().checked_sub(6)?..];
-        if (o[1] - b'0') * 10 + (o[2] - b'0') > 15 {
+        // `±HH:MM`
+        let hours = s.get(s.len().checked_sub(5)?..s.len() - 3)?;
+        if hours.parse::<u8>().ok()? > 15 {
             return None;
         }
     }
