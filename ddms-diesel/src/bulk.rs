@@ -249,7 +249,9 @@ pub struct BulkOptions {
     pub analyze: bool,
     /// Bytes of field-value rows encoded by [`BulkLoad::record_encoder`]s that a replacing
     /// load collects before it hands them to a second connection to COPY (so that its
-    /// memory stays bounded while the records stream). Default 16 MiB.
+    /// memory stays bounded while the records stream). Default 16 MiB. With one
+    /// connection ([`BulkOptions::connections`] 1) a type's rows are kept until its
+    /// records are in and then COPYed by the loader itself.
     pub field_rows_batch: usize,
 }
 
