@@ -850,7 +850,8 @@ impl BulkLoad {
             )?;
         }
         if self.shadow.is_some() {
-            as_tenant_loader(&mut self.conn, self.tenant, &self.actor).map_err(db("set tenant"))
+            as_tenant(&mut self.conn, LOADER_ROLE, self.tenant, &self.actor)
+                .map_err(db("set tenant"))
         } else {
             self.as_app()
         }
@@ -899,7 +900,7 @@ impl BulkLoad {
 
     /// Acts as `ddms_app` bound to the tenant (for the rest of the transaction).
     fn as_app(&mut self) -> Result<()> {
-        as_tenant_app(&mut self.conn, self.tenant, &self.actor).map_err(db("set tenant"))
+        as_tenant(&mut self.conn, APP_ROLE, self.tenant, &self.actor).map_err(db("set tenant"))
     }
 
     fn scope(&mut self, tenant: Uuid) -> Result<()> {
@@ -1362,7 +1363,7 @@ impl BulkLoad {
         if direct {
             let encoded = encoded?;
             // In the sealed shadow table already: add what the triggers would write.
-            self.shadow_record_rows(ty, n, id_range, encoded)?;
+            self.shadow_record_rows(ty, &fields, n, id_range, encoded)?;
             self.records += n;
             return Ok(n);
         }
@@ -2406,23 +2407,24 @@ impl BulkLoad {
     }
 
     /// What the insert trigger would write for the `n` records this step copied into the
-    /// shadow table: field-value rows of the declared indexes, and the events.
+    /// shadow table: field-value rows of the declared indexes (`indexed`, from
+    /// [`BulkLoad::shadow_indexed`]), and the events.
     fn shadow_record_rows(
         &mut self,
         ty: &EntityType,
+        indexed: &[IndexedField],
         n: u64,
         id_range: Option<(Uuid, Uuid)>,
         encoded: Option<Vec<Vec<Vec<u8>>>>,
     ) -> Result<()> {
         self.count_rows("records", n)?;
-        let indexed = self.shadow_indexed(ty)?;
         if !indexed.is_empty() {
-            for f in &indexed {
+            for f in indexed {
                 self.count_rows(crate::sql::class_table(f.class).0, n)?;
             }
             let tasks = match encoded {
                 // Encoded by the client beside the records (what the sink kept).
-                Some(rows) => copy_tasks(ty.name.as_str(), &indexed, rows),
+                Some(rows) => copy_tasks(ty.name.as_str(), indexed, rows),
                 // Derived from the records this transaction wrote (their `xmin`).
                 None => {
                     let xid: Vec<NameRow> =
@@ -2434,7 +2436,7 @@ impl BulkLoad {
                         .next()
                         .map(|r| r.name)
                         .ok_or_else(|| Error::Internal("no transaction id".into()))?;
-                    let (sql, tables) = self.field_values_sql(ty.id, &indexed, xid);
+                    let (sql, tables) = self.field_values_sql(ty.id, indexed, xid);
                     vec![Task {
                         rows: n,
                         tables,
@@ -2942,16 +2944,23 @@ impl Drop for BulkLoad {
 }
 
 /// Acts as `ddms_app` bound to `tenant` and `actor` for the rest of the transaction.
-fn as_tenant_app(c: &mut PgConnection, tenant: Uuid, actor: &str) -> diesel::QueryResult<()> {
-    c.batch_execute("SET LOCAL ROLE ddms_app")?;
+/// Acts, for the rest of the transaction, as `role` bound to `tenant`: [`APP_ROLE`]
+/// under RLS, or [`LOADER_ROLE`] on the sealed shadow tables of a replacing load (see
+/// [`SEAL`]).
+fn as_tenant(
+    c: &mut PgConnection,
+    role: &'static str,
+    tenant: Uuid,
+    actor: &str,
+) -> diesel::QueryResult<()> {
+    c.batch_execute(&format!("SET LOCAL ROLE {role}"))?;
     crate::pool::set_scope(c, Some(tenant), actor, true)
 }
 
-/// The role that writes the sealed shadow tables of a replacing load (see [`SEAL`]).
-fn as_tenant_loader(c: &mut PgConnection, tenant: Uuid, actor: &str) -> diesel::QueryResult<()> {
-    c.batch_execute("SET LOCAL ROLE ddms_loader")?;
-    crate::pool::set_scope(c, Some(tenant), actor, true)
-}
+/// The role every row of tenant data goes through under RLS.
+const APP_ROLE: &str = "ddms_app";
+/// The role that writes the sealed shadow tables (migration 7).
+const LOADER_ROLE: &str = "ddms_loader";
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -2994,7 +3003,8 @@ enum Work {
 }
 
 impl Work {
-    /// Runs tenant work (as `ddms_loader`: the caller's transaction and role).
+    /// Runs the work on `c`: owner statements as they are, tenant work in the caller's
+    /// transaction and role (`ddms_loader`).
     fn run(&self, c: &mut PgConnection) -> diesel::QueryResult<()> {
         match self {
             Work::Loader(sql) => sql.query().execute(c).map(|_| ()),
@@ -3137,12 +3147,13 @@ fn build_worker(url: &str, settings: &str, scope: &(Uuid, String), state: &Build
         };
         let t = Instant::now();
         let done = match &task.work {
-            Work::Owner(sql) => conn
-                .batch_execute(sql)
+            Work::Owner(_) => task
+                .work
+                .run(&mut conn)
                 .map_err(|e| rebuild_error(&task.name, e)),
             Work::Loader(_) | Work::Copy(..) => conn
                 .transaction(|c| {
-                    as_tenant_loader(c, scope.0, &scope.1)?;
+                    as_tenant(c, LOADER_ROLE, scope.0, &scope.1)?;
                     task.work.run(c)
                 })
                 .map_err(db(&task.name)),
