@@ -478,6 +478,31 @@ fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
+/// Writes `data` as a JSON object with its keys in the order `jsonb` stores them:
+/// shorter keys first, keys of the same length bytewise. PostgreSQL's `jsonb` input sorts
+/// every object's keys that way; keys that arrive sorted pass its sort's presorted check at
+/// once (the sort was 8-9 % of the CPU of a records COPY with the alphabetical order of
+/// `serde_json`'s map).
+fn write_jsonb_object(out: &mut Vec<u8>, data: &ddms_core::Data) -> serde_json::Result<()> {
+    let mut entries: Vec<(&String, &Value)> = data.iter().collect();
+    entries.sort_unstable_by(|a, b| {
+        a.0.len()
+            .cmp(&b.0.len())
+            .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
+    });
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, v)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 /// Validates records of one entity type and encodes them for COPY.
 #[derive(Debug)]
 pub struct RecordEncoder {
@@ -520,7 +545,7 @@ impl RecordEncoder {
     fn encode(&mut self, id: Uuid, data: ddms_core::Data) -> Result<()> {
         self.json.clear();
         self.json.push(1); // jsonb binary format version
-        serde_json::to_writer(&mut self.json, &data)
+        write_jsonb_object(&mut self.json, &data)
             .map_err(|e| Error::Internal(format!("cannot encode record {id}: {e}")))?;
         self.marks.clear();
         self.marks.extend(self.chunk.fv.iter().map(Vec::len));
@@ -3181,7 +3206,43 @@ fn build_worker(url: &str, settings: &str, scope: &(Uuid, String), state: &Build
 
 #[cfg(test)]
 mod tests {
-    use super::not_loaded;
+    use super::{not_loaded, write_jsonb_object};
+
+    #[test]
+    fn record_objects_are_written_with_their_keys_in_jsonb_order() {
+        let v = serde_json::json!({
+            "zz": 1, "a": "x", "bb": [1, {"q": 2, "p": 1}], "ab": null, "é": true,
+            "b": 2.5, "quote\"d": "line\nbreak", "aaa": {"k": "v"}
+        });
+        let data = v.as_object().unwrap().clone();
+        let mut out = Vec::new();
+        write_jsonb_object(&mut out, &data).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // Same object back.
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
+        // Keys by length, then bytewise ("é" is two bytes; `quote"d` is seven).
+        let keys: Vec<&str> = [
+            "\"a\"",
+            "\"b\"",
+            "\"ab\"",
+            "\"bb\"",
+            "\"zz\"",
+            "\"é\"",
+            "\"aaa\"",
+            "\"quote\\\"d\"",
+        ]
+        .to_vec();
+        let mut at = 0;
+        for k in keys {
+            let i = text[at..]
+                .find(&format!("{k}:"))
+                .unwrap_or_else(|| panic!("{k} after {at} in {text}"));
+            at += i + k.len();
+        }
+        let mut empty = Vec::new();
+        write_jsonb_object(&mut empty, &serde_json::Map::new()).unwrap();
+        assert_eq!(empty, b"{}");
+    }
     use uuid::Uuid;
 
     #[test]
