@@ -542,6 +542,13 @@ fn a_replacing_load_swaps_in_tables_identical_to_the_live_ones() {
     for events in [BulkEvents::PerRow, BulkEvents::Summary] {
         let (url, store) = fresh();
         let before = table_setup(&url);
+        // Migration 8: no deduplication on the indexes that end with a unique id; the
+        // swapped-in tables must keep that too (compared below).
+        let no_dedup = before
+            .iter()
+            .filter(|d| d.contains("WITH (deduplicate_items=off)"))
+            .count();
+        assert_eq!(no_dedup, 12, "{before:#?}");
         let opts = BulkOptions {
             events,
             analyze: true,

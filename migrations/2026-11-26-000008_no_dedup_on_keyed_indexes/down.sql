@@ -1,0 +1,12 @@
+ALTER INDEX records_by_created RESET (deduplicate_items);
+ALTER INDEX records_by_updated RESET (deduplicate_items);
+ALTER INDEX records_by_id RESET (deduplicate_items);
+ALTER INDEX relations_by_source RESET (deduplicate_items);
+ALTER INDEX relations_by_target RESET (deduplicate_items);
+ALTER INDEX fv_text_by_value RESET (deduplicate_items);
+ALTER INDEX fv_int_by_value RESET (deduplicate_items);
+ALTER INDEX fv_float_by_value RESET (deduplicate_items);
+ALTER INDEX fv_bool_by_value RESET (deduplicate_items);
+ALTER INDEX fv_date_by_value RESET (deduplicate_items);
+ALTER INDEX fv_ts_by_value RESET (deduplicate_items);
+ALTER INDEX fv_uuid_by_value RESET (deduplicate_items);
