@@ -1318,10 +1318,28 @@ impl BulkLoad {
         loading: Option<Uuid>,
         f: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        if self.shadow.is_some() {
+        if let Some(sh) = self.shadow.as_deref() {
+            if let Some(why) = &sh.broken {
+                return Err(Error::Internal(format!(
+                    "this load cannot go on: {why}; start it again"
+                )));
+            }
+            if loading.is_none() {
+                self.end_records_tx()?;
+            }
             self.build_finished_tables(loading)?;
-            let out = self.in_shadow_tx(f)?;
-            self.queue_field_values()?;
+            let out = match loading {
+                Some(_) => {
+                    let out = self.in_records_tx(f)?;
+                    // Per-row events are read back from the rows the step's transaction
+                    // wrote (`xmin`): then every step commits on its own.
+                    if self.opts.events == BulkEvents::PerRow {
+                        self.end_records_tx()?;
+                    }
+                    out
+                }
+                None => self.in_shadow_tx(f)?,
+            };
             return Ok(out);
         }
         f(self)
@@ -2096,9 +2114,16 @@ struct Shadow {
     analyzed: Vec<String>,
     /// Index builds running on other connections.
     builder: Option<Builder>,
-    /// Field-value rows to derive from the records of the copy step in progress, queued
-    /// on the builder once the step has committed.
-    derived: Vec<Task>,
+    /// Types whose field-value rows are derived from the records (chunks without them)
+    /// once the records steps' transaction ends: (type, name, indexed fields, rows).
+    /// One derivation per type covers every step of it in that transaction.
+    derive: Vec<(Uuid, String, Vec<IndexedField>, u64)>,
+    /// The records steps' transaction is open on the loader's connection (see
+    /// [`BulkLoad::in_records_tx`]).
+    records_tx: bool,
+    /// A step failed after earlier steps had written into its transaction, which rolled
+    /// back with it: nothing more is loaded or published.
+    broken: Option<String>,
 }
 
 impl Shadow {
@@ -2355,6 +2380,113 @@ impl BulkLoad {
         }
     }
 
+    /// Runs a records step of a replacing load in the records steps' transaction, which
+    /// stays open until the load moves on to relations or publishes
+    /// ([`BulkLoad::end_records_tx`]). The first one truncates the (empty) shadow
+    /// `records` first: a table truncated in the running transaction is written without
+    /// the free-space map, page after page in the order of the COPY. Otherwise a record
+    /// shorter than the space left on an earlier page goes back there, and the index
+    /// builds that follow lose their presorted input (BENCHMARKS.md, "Seed").
+    fn in_records_tx<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let sh = self.shadow_mut()?;
+        sh.loading = true;
+        if !sh.records_tx {
+            let empty = sh.rows.get("records").copied().unwrap_or(0) == 0;
+            <PgConnection as Connection>::TransactionManager::begin_transaction(&mut self.conn)
+                .map_err(db("BEGIN"))?;
+            self.shadow_mut()?.records_tx = true;
+            if empty {
+                if let Err(e) = self.as_owner().and_then(|()| {
+                    simple(&mut self.conn, &format!("TRUNCATE {SHADOW_SCHEMA}.records"))
+                }) {
+                    self.abort_records_tx(&e);
+                    return Err(e);
+                }
+            }
+        }
+        match self.tx_settings().and_then(|()| f(self)) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.abort_records_tx(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls the records steps' transaction back after `e`: the steps before it went
+    /// with it, so the load is broken.
+    fn abort_records_tx(&mut self, e: &Error) {
+        let _ =
+            <PgConnection as Connection>::TransactionManager::rollback_transaction(&mut self.conn);
+        if let Some(sh) = self.shadow.as_deref_mut() {
+            sh.records_tx = false;
+            sh.broken = Some(format!("a records step failed ({e})"));
+        }
+    }
+
+    /// Ends the records steps' transaction, if open: the field-value rows to derive from
+    /// its records are written in it (one connection) or by the builder once it has
+    /// committed (their `xmin` is its id), while this connection loads the relations.
+    fn end_records_tx(&mut self) -> Result<()> {
+        if !self.shadow.as_deref().is_some_and(|s| s.records_tx) {
+            return Ok(());
+        }
+        let ended = self.derive_field_values().and_then(|later| {
+            <PgConnection as Connection>::TransactionManager::commit_transaction(&mut self.conn)
+                .map_err(db("COMMIT"))?;
+            Ok(later)
+        });
+        match ended {
+            Ok(later) => {
+                self.shadow_mut()?.records_tx = false;
+                if later.is_empty() {
+                    return Ok(());
+                }
+                self.queue(later, 1)
+            }
+            Err(e) => {
+                self.abort_records_tx(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The derivations of [`Shadow::derive`] as tasks for the builder (two connections or
+    /// more), or run now on this one.
+    fn derive_field_values(&mut self) -> Result<Vec<Task>> {
+        let derive = std::mem::take(&mut self.shadow_mut()?.derive);
+        if derive.is_empty() {
+            return Ok(Vec::new());
+        }
+        let xid: Vec<NameRow> = diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
+            .load(&mut self.conn)
+            .map_err(db("transaction id"))?;
+        let xid = xid
+            .into_iter()
+            .next()
+            .map(|r| r.name)
+            .ok_or_else(|| Error::Internal("no transaction id".into()))?;
+        let tasks: Vec<Task> = derive
+            .into_iter()
+            .map(|(ty, name, fields, rows)| {
+                let (sql, tables) = self.field_values_sql(ty, &fields, xid.clone());
+                Task {
+                    rows,
+                    tables,
+                    name: format!("field values of {name}"),
+                    work: Work::Loader(sql),
+                }
+            })
+            .collect();
+        if self.opts.connections >= 2 {
+            return Ok(tasks);
+        }
+        for t in tasks {
+            t.work.run(&mut self.conn).map_err(db(&t.name))?;
+        }
+        Ok(Vec::new())
+    }
+
     fn shadow_mut(&mut self) -> Result<&mut Shadow> {
         self.shadow
             .as_deref_mut()
@@ -2447,36 +2579,30 @@ impl BulkLoad {
             for f in indexed {
                 self.count_rows(crate::sql::class_table(f.class).0, n)?;
             }
-            let tasks = match encoded {
+            match encoded {
                 // Encoded by the client beside the records (what the sink kept).
-                Some(rows) => copy_tasks(ty.name.as_str(), indexed, rows),
-                // Derived from the records this transaction wrote (their `xmin`).
-                None => {
-                    let xid: Vec<NameRow> =
-                        diesel::sql_query("SELECT pg_current_xact_id()::text AS name")
-                            .load(&mut self.conn)
-                            .map_err(db("transaction id"))?;
-                    let xid = xid
-                        .into_iter()
-                        .next()
-                        .map(|r| r.name)
-                        .ok_or_else(|| Error::Internal("no transaction id".into()))?;
-                    let (sql, tables) = self.field_values_sql(ty.id, indexed, xid);
-                    vec![Task {
-                        rows: n,
-                        tables,
-                        name: format!("field values of {}", ty.name),
-                        work: Work::Loader(sql),
-                    }]
+                Some(rows) => {
+                    let tasks = copy_tasks(ty.name.as_str(), indexed, rows);
+                    // The rest of what went to the builder as it piled up (it writes them
+                    // while this connection loads on); without one, they are written now.
+                    if self.opts.connections >= 2 {
+                        self.queue(tasks, 1)?;
+                    } else {
+                        for t in tasks {
+                            t.work.run(&mut self.conn).map_err(db(&t.name))?;
+                        }
+                    }
                 }
-            };
-            // With a builder connection, it writes them once this step has committed,
-            // while this one loads the next type; else they are written now.
-            if self.opts.connections >= 2 {
-                self.shadow_mut()?.derived.extend(tasks);
-            } else {
-                for t in tasks {
-                    t.work.run(&mut self.conn).map_err(db(&t.name))?;
+                // Derived from the records the records steps' transaction wrote (their
+                // `xmin`), when it ends: once per type (see `Shadow::derive`).
+                None => {
+                    let sh = self.shadow_mut()?;
+                    match sh.derive.iter_mut().find(|d| d.0 == ty.id) {
+                        Some(d) => d.3 += n,
+                        None => sh
+                            .derive
+                            .push((ty.id, ty.name.to_string(), indexed.to_vec(), n)),
+                    }
                 }
             }
         }
@@ -2672,12 +2798,16 @@ impl BulkLoad {
             .iter()
             .filter(|(_, id, _)| !sh.finished.contains(id))
             .collect();
+        // Field-value rows still to derive from the records (they wait for the records
+        // steps' transaction): their tables are not complete yet.
+        let deriving = !sh.derive.is_empty();
         let tables: Vec<&str> = BULK_TABLES
             .iter()
             .copied()
             .filter(|t| match *t {
                 "records" => pending.is_empty(),
                 "relations" | "events" => false,
+                _ if deriving => false,
                 fv => !pending.iter().any(|(def, _, _)| {
                     def.fields.iter().any(|f| {
                         f.has_index()
@@ -2689,17 +2819,6 @@ impl BulkLoad {
             })
             .collect();
         self.start_index_builds(&tables, 1)
-    }
-
-    /// Hands the field-value rows of the records the loader just committed to the
-    /// builder connection (first in its queue), so that they are written while the
-    /// loader goes on with the next type.
-    fn queue_field_values(&mut self) -> Result<()> {
-        let derived = std::mem::take(&mut self.shadow_mut()?.derived);
-        if derived.is_empty() {
-            return Ok(());
-        }
-        self.queue(derived, 1)
     }
 
     /// Queues the index builds of `tables` (those not queued yet) and makes sure up to
@@ -2761,6 +2880,12 @@ impl BulkLoad {
     /// The exclusive path's commit: indexes (in parallel), constraints and triggers,
     /// ANALYZE, then the swap in one short transaction.
     fn publish(mut self) -> Result<BulkReport> {
+        if let Some(why) = &self.shadow_mut()?.broken {
+            return Err(Error::Internal(format!(
+                "nothing was published: {why}; start the load again"
+            )));
+        }
+        self.end_records_tx()?;
         let connections = self.opts.connections.max(1);
         let (attach, triggers, unseal) = {
             let sh = self.shadow_mut()?;
@@ -2960,13 +3085,14 @@ impl Drop for BulkLoad {
         // An unpublished replacing load: remove its shadow tables (best effort; an
         // interrupted process leaves them to the next replacing load, which drops them).
         if self.shadow.as_ref().is_some_and(|s| !s.done) {
+            // First, so that no build waits for a lock of the loader's transaction.
+            let _ = <PgConnection as Connection>::TransactionManager::rollback_transaction(
+                &mut self.conn,
+            );
             if let Some(b) = self.shadow.as_mut().and_then(|s| s.builder.take()) {
                 b.stop();
                 let _ = b.join();
             }
-            let _ = <PgConnection as Connection>::TransactionManager::rollback_transaction(
-                &mut self.conn,
-            );
             let _ = self.conn.batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE; SELECT pg_advisory_unlock({SHADOW_LOCK})"
             ));

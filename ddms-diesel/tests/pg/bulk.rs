@@ -710,7 +710,15 @@ fn a_replacing_loads_tables_are_sealed_to_its_tenant_and_its_role_until_publishe
     let mut load =
         BulkLoad::replace(&url, tenant, "Sealed", "loader", &BulkOptions::default()).unwrap();
     let ty = load.create_entity_type(&item_type()).unwrap();
+    let next = load
+        .create_relation_type(&link("next", Cardinality::OneToOne))
+        .unwrap();
     load.copy_records(&ty, items(&ty, 0..40)).unwrap();
+    // The relations step commits the records steps' transaction (until then it holds
+    // the shadow `records` it truncated).
+    let mut enc = RelationEncoder::new(&next);
+    enc.push(id(10_000), id(0), id(1));
+    assert_eq!(load.copy_relations(&next, [Ok(enc.take())]).unwrap(), 1);
 
     let mut c = PgConnection::establish(&url).unwrap();
     let n = |c: &mut PgConnection, sql: &str| -> i64 {
@@ -1166,4 +1174,98 @@ fn client_encoded_field_values_of_every_class_match_the_triggers() {
         }
         assert_eq!(ours, theirs, "batch {field_rows_batch}");
     }
+}
+
+#[derive(QueryableByName)]
+struct OrderRow {
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+    #[diesel(sql_type = BigInt)]
+    pages: i64,
+    #[diesel(sql_type = BigInt)]
+    out_of_order: i64,
+}
+
+/// The records steps of a replacing load share one transaction that truncated the shadow
+/// `records` first, so PostgreSQL writes it without the free-space map: the heap holds
+/// the records in the order they were copied (which the index builds' sorts rely on),
+/// even when later records are shorter than the space left on earlier pages. A step that
+/// fails takes the steps before it along, and the load refuses to go on or publish.
+#[test]
+fn a_replacing_load_writes_records_in_copy_order_and_a_failed_step_stops_it() {
+    let (url, _) = fresh();
+    let tenant = Uuid::new_v4();
+    // Summary events (the seed's default): per-row events make every step commit on its
+    // own (they are read back by `xmin`), and the later steps use the free-space map.
+    let opts = BulkOptions {
+        events: BulkEvents::Summary,
+        ..BulkOptions::default()
+    };
+    let mut load = BulkLoad::replace(&url, tenant, "Order", "loader", &opts).unwrap();
+    assert_eq!(load.index_path(), &IndexPath::Swapped { connections: 2 });
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    // Notes of 0-599 characters in a scattered order: plenty of short records after
+    // long ones.
+    let chunks = |range: std::ops::Range<u64>| {
+        let mut enc = load.record_encoder(&ty).unwrap();
+        let mut out = Vec::new();
+        for i in range {
+            let note = "x".repeat(((i * 7919) % 600) as usize);
+            enc.push(
+                id(i),
+                &json!({"code": format!("c{i}"), "n": i, "note": note}),
+            )
+            .unwrap();
+            if enc.rows() == 100 {
+                out.push(Ok(enc.take()));
+            }
+        }
+        out.push(Ok(enc.take()));
+        out
+    };
+    let (a, b, c) = (chunks(0..1500), chunks(1500..3000), chunks(3000..4000));
+    for (part, n) in [(a, 1500), (b, 1500), (c, 1000)] {
+        assert_eq!(load.copy_records(&ty, part).unwrap(), n);
+    }
+    load.commit().unwrap();
+    let mut conn = PgConnection::establish(&url).unwrap();
+    let order: Vec<OrderRow> = diesel::sql_query(format!(
+        "SELECT count(*) AS rows, count(DISTINCT (ctid::text::point)[0]) AS pages, \
+         count(*) FILTER (WHERE id < prev) AS out_of_order FROM ( \
+         SELECT id, ctid, lag(id) OVER (ORDER BY ctid) AS prev FROM records WHERE tenant_id = '{tenant}') s"
+    ))
+    .load(&mut conn)
+    .unwrap();
+    assert_eq!(order[0].rows, 4000);
+    assert!(order[0].pages > 100, "{} pages", order[0].pages);
+    assert_eq!(
+        order[0].out_of_order, 0,
+        "records out of copy order in the heap"
+    );
+    assert_eq!(count(&url, tenant, "records"), 4000);
+
+    // A failed records step after a good one: nothing more, nothing published (in a
+    // database of its own: with another tenant's data a load takes the maintained path).
+    let (url, store) = fresh();
+    let other = Uuid::new_v4();
+    let mut load = BulkLoad::replace(&url, other, "Broken", "loader", &opts).unwrap();
+    assert_eq!(load.index_path(), &IndexPath::Swapped { connections: 2 });
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let kind = load
+        .create_entity_type(
+            &serde_json::from_value::<NewEntityType>(json!({"name": "kind", "fields": []}))
+                .unwrap()
+                .check()
+                .unwrap(),
+        )
+        .unwrap();
+    load.copy_records(&ty, items(&ty, 0..10)).unwrap();
+    let err = load.copy_records(&kind, items(&ty, 10..20)).unwrap_err();
+    assert!(err.to_string().contains("another type"), "{err}");
+    let err = load.copy_records(&ty, items(&ty, 20..30)).unwrap_err();
+    assert!(err.to_string().contains("cannot go on"), "{err}");
+    let err = load.commit().unwrap_err();
+    assert!(err.to_string().contains("nothing was published"), "{err}");
+    assert!(!shadow_schema_exists(&url));
+    assert!(store.get_tenant(TenantId(other)).is_err());
 }
