@@ -75,7 +75,7 @@ use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError};
 use crate::error::map_db;
-use crate::field_rows::{self, IndexedField};
+use crate::field_rows::{self, FieldRows, IndexedField};
 use crate::schema::{cardinality_str, insert_feed, PURGE_ORDER};
 use crate::sql::{Bind, Sql};
 
@@ -155,18 +155,17 @@ mod shadow_fv {
     fv_tables!(fv_text: Text, fv_int: BigInt, fv_float: Double, fv_bool: Bool, fv_date: Date, fv_ts: Timestamptz, fv_uuid: Uuid);
 }
 
-/// COPYs `rows` (binary rows of the shadow `table`, from [`crate::field_rows`], in
-/// pieces) in.
+/// COPYs `rows` (of fields whose values the shadow `table` holds) in.
 fn copy_field_rows(
     c: &mut PgConnection,
     table: &str,
-    rows: &[Vec<u8>],
+    rows: &[FieldRows],
 ) -> diesel::QueryResult<usize> {
     let write = |w: &mut dyn Write| -> diesel::QueryResult<()> {
         let io = |e: std::io::Error| diesel::result::Error::SerializationError(Box::new(e));
         w.write_all(&COPY_HEADER).map_err(io)?;
-        for piece in rows {
-            w.write_all(piece).map_err(io)?;
+        for field in rows {
+            field.write(w).map_err(io)?;
         }
         w.write_all(&COPY_TRAILER).map_err(io)
     };
@@ -247,12 +246,6 @@ pub struct BulkOptions {
     /// A replacing load on its exclusive path ANALYZEs the new tables before it swaps
     /// them in (on [`BulkOptions::connections`] connections). Default false.
     pub analyze: bool,
-    /// Bytes of field-value rows encoded by [`BulkLoad::record_encoder`]s that a replacing
-    /// load collects before it hands them to a second connection to COPY (so that its
-    /// memory stays bounded while the records stream). Default 16 MiB. With one
-    /// connection ([`BulkOptions::connections`] 1) a type's rows are kept until its
-    /// records are in and then COPYed by the loader itself.
-    pub field_rows_batch: usize,
 }
 
 impl Default for BulkOptions {
@@ -268,7 +261,6 @@ impl Default for BulkOptions {
             connections: 2,
             index_workers: 0,
             analyze: false,
-            field_rows_batch: 16 << 20,
         }
     }
 }
@@ -1368,20 +1360,15 @@ impl BulkLoad {
         // Borrowed out of `self` for the duration of the COPY.
         let mut loaded = std::mem::take(&mut self.loaded);
         let ids = loaded.entry(ty.id).or_default();
-        // Field-value rows that come with the chunks (from `record_encoder`): handed to
-        // the builder connection as they pile up (it COPYs them while this one COPYs the
-        // records), the rest after the step.
+        // Field-value rows that come with the chunks (from `record_encoder`): kept, in
+        // their compact form, until the step's records are in, then sorted and COPYed
+        // (by the builder connection while this one loads on).
         let fields = if direct {
             self.shadow_indexed(ty)?
         } else {
             Vec::new()
         };
-        let mut builder = match direct && self.opts.connections >= 2 {
-            true => Some(self.builder()?),
-            false => None,
-        };
-        let mut sink =
-            FieldRowSink::new(&what, &fields, builder.as_mut(), self.opts.field_rows_batch);
+        let mut sink = FieldRowSink::new(&what, &fields);
         let copied = self.copy_phase(
             &format!("copy {what}"),
             &what,
@@ -1398,9 +1385,6 @@ impl BulkLoad {
             },
         );
         let encoded = sink.finish();
-        if let (Some(b), Some(sh)) = (builder, self.shadow.as_mut()) {
-            sh.builder = Some(b);
-        }
         self.loaded = loaded;
         let (n, id_range) = copied?;
         if direct {
@@ -1717,36 +1701,22 @@ fn not_loaded(
     );
 }
 
-/// Collects the client-encoded field-value rows of one record copy step, per field; with
-/// a builder, hands them over as COPY tasks whenever they reach `flush` bytes
-/// ([`BulkOptions::field_rows_batch`]), so memory stays bounded. Chunks must all carry
-/// them or none do.
+/// Collects the client-encoded field-value rows of one record copy step, per field (the
+/// chunks' buffers, moved). Chunks must all carry them or none do.
 struct FieldRowSink<'a> {
     ty: &'a str,
     fields: &'a [IndexedField],
-    builder: Option<&'a mut Builder>,
-    flush: usize,
-    /// Per field, the chunks' buffers (moved out of them, not copied).
     per_field: Vec<Vec<Vec<u8>>>,
-    bytes: usize,
     with: u64,
     without: u64,
 }
 
 impl<'a> FieldRowSink<'a> {
-    fn new(
-        ty: &'a str,
-        fields: &'a [IndexedField],
-        builder: Option<&'a mut Builder>,
-        flush: usize,
-    ) -> Self {
+    fn new(ty: &'a str, fields: &'a [IndexedField]) -> Self {
         FieldRowSink {
             ty,
             fields,
-            builder,
-            flush,
             per_field: vec![Vec::new(); fields.len()],
-            bytes: 0,
             with: 0,
             without: 0,
         }
@@ -1759,20 +1729,12 @@ impl<'a> FieldRowSink<'a> {
         }
         self.with += 1;
         for (all, rows) in self.per_field.iter_mut().zip(c.fv.drain(..)) {
-            self.bytes += rows.len();
             all.push(rows);
-        }
-        if self.bytes >= self.flush {
-            if let Some(b) = self.builder.as_mut() {
-                let rows = self.per_field.iter_mut().map(std::mem::take).collect();
-                b.add(copy_tasks(self.ty, self.fields, rows), 1);
-                self.bytes = 0;
-            }
         }
     }
 
-    /// The rows not handed over yet; `None` when the chunks carried none (or the type has
-    /// no indexed field).
+    /// The rows, per field; `None` when the chunks carried none (or the type has no
+    /// indexed field).
     fn finish(self) -> Result<Option<Vec<Vec<Vec<u8>>>>> {
         match (self.with, self.without) {
             (0, _) => Ok(None),
@@ -1786,25 +1748,34 @@ impl<'a> FieldRowSink<'a> {
 }
 
 /// COPY tasks writing `rows` (per field of `fields`, client-encoded) into the field-value
-/// tables: one per table, its fields one after another (in field order, so that a
-/// table's primary key gets sorted input).
+/// tables: one per table, its fields in the order of their ids (the order of the table's
+/// indexes), each field's rows sorted by value ([`FieldRows`]).
 fn copy_tasks(ty: &str, fields: &[IndexedField], rows: Vec<Vec<Vec<u8>>>) -> Vec<Task> {
-    let mut tables: Vec<(&'static str, Vec<Vec<u8>>)> = Vec::new();
-    for (f, rows) in fields.iter().zip(rows) {
+    let mut tables: Vec<(&'static str, Vec<FieldRows>)> = Vec::new();
+    for (f, pieces) in fields.iter().zip(rows) {
+        if pieces.iter().all(Vec::is_empty) {
+            continue;
+        }
         let table = crate::sql::class_table(f.class).0;
+        let rows = FieldRows {
+            field: f.clone(),
+            pieces,
+        };
         match tables.iter_mut().find(|(t, _)| *t == table) {
-            Some((_, b)) => b.extend(rows),
-            None => tables.push((table, rows)),
+            Some((_, b)) => b.push(rows),
+            None => tables.push((table, vec![rows])),
         }
     }
     tables
         .into_iter()
-        .filter(|(_, rows)| !rows.is_empty())
-        .map(|(table, rows)| Task {
-            rows: 0,
-            tables: vec![table.to_string()],
-            name: format!("field values of {ty} into {table}"),
-            work: Work::Copy(table, rows),
+        .map(|(table, mut rows)| {
+            rows.sort_by_key(|r| r.field.id);
+            Task {
+                rows: 0,
+                tables: vec![table.to_string()],
+                name: format!("field values of {ty} into {table}"),
+                work: Work::Copy(table, rows),
+            }
         })
         .collect()
 }
@@ -2583,8 +2554,8 @@ impl BulkLoad {
                 // Encoded by the client beside the records (what the sink kept).
                 Some(rows) => {
                     let tasks = copy_tasks(ty.name.as_str(), indexed, rows);
-                    // The rest of what went to the builder as it piled up (it writes them
-                    // while this connection loads on); without one, they are written now.
+                    // Sorted and COPYed by the builder while this connection loads on;
+                    // without one, written now.
                     if self.opts.connections >= 2 {
                         self.queue(tasks, 1)?;
                     } else {
@@ -3154,9 +3125,9 @@ enum Work {
     /// Tenant rows written as `ddms_loader` into the sealed shadow tables (see [`SEAL`]),
     /// in a transaction of their own (the field-value rows of a type's committed records).
     Loader(Sql),
-    /// Field-value rows encoded by the client (in pieces), COPYed into a sealed shadow
-    /// table the same way.
-    Copy(&'static str, Vec<Vec<u8>>),
+    /// Field-value rows encoded by the client, COPYed into a sealed shadow table the
+    /// same way.
+    Copy(&'static str, Vec<FieldRows>),
 }
 
 impl Work {

@@ -775,11 +775,12 @@ pub fn run(url: &str, args: &SeedArgs) -> Result<SeedSummary, String> {
         rels.push(load.create_relation_type(&def).map_err(|e| e.to_string())?);
     }
 
-    // About 64 MB of encoded rows may wait in the channel (a user with its field-value
-    // rows is ~400 bytes): the generator runs ahead while PostgreSQL is busy. Twice that
-    // was not faster (4 alternating pairs: 9.03-10.12 s against 9.50-10.32 s) and kept
-    // ~60 MB more resident (peak 254-279 MB against 193-217 MB).
-    let capacity = (64 << 20) / (args.batch_size * 400).max(1);
+    // About 32 MB of encoded rows may wait in the channel (a user with its field-value
+    // rows is ~400 bytes): the generator runs ahead while PostgreSQL is busy. 128 MB was
+    // not faster than 64 MB (4 alternating pairs: 9.03-10.12 s against 9.50-10.32 s), nor
+    // 64 MB than 32 MB once the loader kept a type's field-value rows to sort them (3
+    // pairs: 7.80-7.90 s against 7.65-8.08 s, peak RSS 239-249 MB against 212-226 MB).
+    let capacity = (32 << 20) / (args.batch_size * 400).max(1);
     let (tx, rx) = sync_channel::<Msg>(capacity.clamp(2, 4096));
     // Encoders that also write the indexed fields' field-value rows (on the swapped path).
     let encoders = [

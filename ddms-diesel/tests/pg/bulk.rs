@@ -1021,7 +1021,7 @@ fn field_values_of_several_fields_per_table_match_the_triggers() {
                 ..BulkOptions::default()
             };
             assert_eq!(
-                fv_through_replace(tenant, &opts, |load| load_pairs(load, client)),
+                fv_through_replace(tenant, &opts, |load| load_pairs(load, client), false),
                 theirs,
                 "{connections} connection(s), client-encoded: {client}"
             );
@@ -1040,11 +1040,14 @@ fn fv_through_triggers(tenant: Uuid, load: impl FnOnce(&mut BulkLoad)) -> Vec<Fv
     fv_content(&url, tenant)
 }
 
-/// The same through a replacing load's exclusive path with `opts`.
+/// The same through a replacing load's exclusive path with `opts`; `in_value_order`:
+/// each field-value table must hold its rows in the order of its value index (true of
+/// client-encoded rows of one copy per type: the client sorts each copy's rows).
 fn fv_through_replace(
     tenant: Uuid,
     opts: &BulkOptions,
     load: impl FnOnce(&mut BulkLoad),
+    in_value_order: bool,
 ) -> Vec<FvRow> {
     let (url, _) = fresh();
     let mut new = BulkLoad::replace(&url, tenant, "Replaced", "loader", opts).unwrap();
@@ -1056,6 +1059,21 @@ fn fv_through_replace(
     );
     load(&mut new);
     new.commit().unwrap();
+    // The client sorted each field's rows as PostgreSQL orders the value index (by
+    // value, NULL last, then record), so the builds found them in order.
+    let mut c = PgConnection::establish(&url).unwrap();
+    for t in BULK_TABLES
+        .iter()
+        .filter(|t| in_value_order && t.starts_with("fv_"))
+    {
+        let out_of_order: Vec<N> = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM (SELECT row_number() OVER (ORDER BY ctid) AS a, \
+             row_number() OVER (ORDER BY field_id, v, record_id) AS b FROM {t}) s WHERE a <> b"
+        ))
+        .load(&mut c)
+        .unwrap();
+        assert_eq!(out_of_order[0].n, 0, "{t} is not in value order");
+    }
     fv_content(&url, tenant)
 }
 
@@ -1161,18 +1179,17 @@ fn client_encoded_field_values_of_every_class_match_the_triggers() {
     };
     let theirs = fv_through_triggers(tenant, load_all);
     assert_eq!(theirs.len(), 8 * 120);
-    // All rows after the copy, or handed to the builder connection every ~1 kB (several
-    // COPYs per table while the records stream).
-    for field_rows_batch in [16 << 20, 1000] {
+    // With the builder connection writing them, and with the loader alone.
+    for connections in [2, 1] {
         let opts = BulkOptions {
-            field_rows_batch,
+            connections,
             ..BulkOptions::default()
         };
-        let ours = fv_through_replace(tenant, &opts, load_all);
+        let ours = fv_through_replace(tenant, &opts, load_all, true);
         for (a, b) in ours.iter().zip(&theirs) {
-            assert_eq!(a, b, "batch {field_rows_batch}");
+            assert_eq!(a, b, "{connections} connection(s)");
         }
-        assert_eq!(ours, theirs, "batch {field_rows_batch}");
+        assert_eq!(ours, theirs, "{connections} connection(s)");
     }
 }
 
