@@ -734,6 +734,10 @@ pub struct BulkLoad {
     observer: Option<Observer>,
     /// The tenant existed before this load (set by `reset_tenant` / `replace`).
     existed: bool,
+    /// A step failed and took what was loaded before it along (the one transaction of
+    /// the maintained paths, or the records steps' transaction of a replacing load):
+    /// nothing more is loaded, committed or published.
+    broken: Option<String>,
 }
 
 impl fmt::Debug for BulkLoad {
@@ -845,6 +849,7 @@ impl BulkLoad {
             started,
             observer: None,
             existed: false,
+            broken: None,
         };
         load.tx_settings()?;
         Ok(load)
@@ -1310,12 +1315,12 @@ impl BulkLoad {
         loading: Option<Uuid>,
         f: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        if let Some(sh) = self.shadow.as_deref() {
-            if let Some(why) = &sh.broken {
-                return Err(Error::Internal(format!(
-                    "this load cannot go on: {why}; start it again"
-                )));
-            }
+        if let Some(why) = &self.broken {
+            return Err(Error::Internal(format!(
+                "this load cannot go on: {why}; start it again"
+            )));
+        }
+        if self.shadow.is_some() {
             if loading.is_none() {
                 self.end_records_tx()?;
             }
@@ -1334,7 +1339,12 @@ impl BulkLoad {
             };
             return Ok(out);
         }
-        f(self)
+        // One transaction: a failed step aborts it, and everything before goes with it.
+        let out = f(self);
+        if let Err(e) = &out {
+            self.broken = Some(format!("a step failed ({e})"));
+        }
+        out
     }
 
     fn copy_records_now(
@@ -1648,6 +1658,11 @@ impl BulkLoad {
     pub fn commit(mut self) -> Result<BulkReport> {
         if self.shadow.is_some() {
             return self.publish();
+        }
+        if let Some(why) = &self.broken {
+            return Err(Error::Internal(format!(
+                "nothing was committed: {why}; start the load again"
+            )));
         }
         if !self.saved.is_empty() {
             let saved = std::mem::take(&mut self.saved);
@@ -2092,9 +2107,6 @@ struct Shadow {
     /// The records steps' transaction is open on the loader's connection (see
     /// [`BulkLoad::in_records_tx`]).
     records_tx: bool,
-    /// A step failed after earlier steps had written into its transaction, which rolled
-    /// back with it: nothing more is loaded or published.
-    broken: Option<String>,
 }
 
 impl Shadow {
@@ -2391,8 +2403,8 @@ impl BulkLoad {
             <PgConnection as Connection>::TransactionManager::rollback_transaction(&mut self.conn);
         if let Some(sh) = self.shadow.as_deref_mut() {
             sh.records_tx = false;
-            sh.broken = Some(format!("a records step failed ({e})"));
         }
+        self.broken = Some(format!("a records step failed ({e})"));
     }
 
     /// Ends the records steps' transaction, if open: the field-value rows to derive from
@@ -2851,7 +2863,7 @@ impl BulkLoad {
     /// The exclusive path's commit: indexes (in parallel), constraints and triggers,
     /// ANALYZE, then the swap in one short transaction.
     fn publish(mut self) -> Result<BulkReport> {
-        if let Some(why) = &self.shadow_mut()?.broken {
+        if let Some(why) = &self.broken {
             return Err(Error::Internal(format!(
                 "nothing was published: {why}; start the load again"
             )));

@@ -1263,19 +1263,17 @@ fn a_replacing_load_writes_records_in_copy_order_and_a_failed_step_stops_it() {
 
     // A failed records step after a good one: nothing more, nothing published (in a
     // database of its own: with another tenant's data a load takes the maintained path).
+    let with_data = url;
     let (url, store) = fresh();
     let other = Uuid::new_v4();
     let mut load = BulkLoad::replace(&url, other, "Broken", "loader", &opts).unwrap();
     assert_eq!(load.index_path(), &IndexPath::Swapped { connections: 2 });
     let ty = load.create_entity_type(&item_type()).unwrap();
-    let kind = load
-        .create_entity_type(
-            &serde_json::from_value::<NewEntityType>(json!({"name": "kind", "fields": []}))
-                .unwrap()
-                .check()
-                .unwrap(),
-        )
+    let kind_def = serde_json::from_value::<NewEntityType>(json!({"name": "kind", "fields": []}))
+        .unwrap()
+        .check()
         .unwrap();
+    let kind = load.create_entity_type(&kind_def).unwrap();
     load.copy_records(&ty, items(&ty, 0..10)).unwrap();
     let err = load.copy_records(&kind, items(&ty, 10..20)).unwrap_err();
     assert!(err.to_string().contains("another type"), "{err}");
@@ -1285,4 +1283,23 @@ fn a_replacing_load_writes_records_in_copy_order_and_a_failed_step_stops_it() {
     assert!(err.to_string().contains("nothing was published"), "{err}");
     assert!(!shadow_schema_exists(&url));
     assert!(store.get_tenant(TenantId(other)).is_err());
+
+    // The same on the maintained path (one transaction: another tenant has data).
+    let third = Uuid::new_v4();
+    let mut load = BulkLoad::replace(&with_data, third, "Broken", "loader", &opts).unwrap();
+    assert!(
+        matches!(load.index_path(), IndexPath::Maintained(_)),
+        "{:?}",
+        load.index_path()
+    );
+    let ty = load.create_entity_type(&item_type()).unwrap();
+    let kind = load.create_entity_type(&kind_def).unwrap();
+    load.copy_records(&ty, items(&ty, 0..10)).unwrap();
+    load.copy_records(&kind, items(&ty, 10..20)).unwrap_err();
+    let err = load.copy_records(&ty, items(&ty, 20..30)).unwrap_err();
+    assert!(err.to_string().contains("cannot go on"), "{err}");
+    let err = load.commit().unwrap_err();
+    assert!(err.to_string().contains("nothing was committed"), "{err}");
+    assert_eq!(count(&with_data, third, "records"), 0);
+    assert_eq!(count(&with_data, tenant, "records"), 4000);
 }
