@@ -246,6 +246,13 @@ pub struct BulkOptions {
     /// A replacing load on its exclusive path ANALYZEs the new tables before it swaps
     /// them in (on [`BulkOptions::connections`] connections). Default false.
     pub analyze: bool,
+    /// Bytes of field-value rows encoded by [`BulkLoad::record_encoder`]s that a replacing
+    /// load keeps per copy step to sort them (so that the value indexes build from
+    /// presorted input). Beyond it, with a second connection, the rows kept so far go to
+    /// it as one sorted run and the step keeps collecting: memory stays bounded, and
+    /// PostgreSQL sorts the runs together. Default 128 MiB (the 1M-record seed's largest
+    /// step keeps ~40 MiB). With one connection a step's rows are all kept.
+    pub field_rows_held: usize,
 }
 
 impl Default for BulkOptions {
@@ -261,6 +268,7 @@ impl Default for BulkOptions {
             connections: 2,
             index_workers: 0,
             analyze: false,
+            field_rows_held: 128 << 20,
         }
     }
 }
@@ -1371,14 +1379,20 @@ impl BulkLoad {
         let mut loaded = std::mem::take(&mut self.loaded);
         let ids = loaded.entry(ty.id).or_default();
         // Field-value rows that come with the chunks (from `record_encoder`): kept, in
-        // their compact form, until the step's records are in, then sorted and COPYed
-        // (by the builder connection while this one loads on).
+        // their compact form, until the step's records are in (or `field_rows_held` is
+        // reached), then sorted and COPYed by the builder connection while this one loads
+        // on.
         let fields = if direct {
             self.shadow_indexed(ty)?
         } else {
             Vec::new()
         };
-        let mut sink = FieldRowSink::new(&what, &fields);
+        let mut builder = match direct && self.opts.connections >= 2 {
+            true => Some(self.builder()?),
+            false => None,
+        };
+        let mut sink =
+            FieldRowSink::new(&what, &fields, builder.as_mut(), self.opts.field_rows_held);
         let copied = self.copy_phase(
             &format!("copy {what}"),
             &what,
@@ -1395,6 +1409,9 @@ impl BulkLoad {
             },
         );
         let encoded = sink.finish();
+        if let (Some(b), Some(sh)) = (builder, self.shadow.as_mut()) {
+            sh.builder = Some(b);
+        }
         self.loaded = loaded;
         let (n, id_range) = copied?;
         if direct {
@@ -1717,21 +1734,34 @@ fn not_loaded(
 }
 
 /// Collects the client-encoded field-value rows of one record copy step, per field (the
-/// chunks' buffers, moved). Chunks must all carry them or none do.
+/// chunks' buffers, moved); with a builder, hands them over as sorted COPY tasks whenever
+/// they reach `held` bytes ([`BulkOptions::field_rows_held`]), so memory stays bounded.
+/// Chunks must all carry them or none do.
 struct FieldRowSink<'a> {
     ty: &'a str,
     fields: &'a [IndexedField],
+    builder: Option<&'a mut Builder>,
+    held: usize,
     per_field: Vec<Vec<Vec<u8>>>,
+    bytes: usize,
     with: u64,
     without: u64,
 }
 
 impl<'a> FieldRowSink<'a> {
-    fn new(ty: &'a str, fields: &'a [IndexedField]) -> Self {
+    fn new(
+        ty: &'a str,
+        fields: &'a [IndexedField],
+        builder: Option<&'a mut Builder>,
+        held: usize,
+    ) -> Self {
         FieldRowSink {
             ty,
             fields,
+            builder,
+            held,
             per_field: vec![Vec::new(); fields.len()],
+            bytes: 0,
             with: 0,
             without: 0,
         }
@@ -1744,12 +1774,20 @@ impl<'a> FieldRowSink<'a> {
         }
         self.with += 1;
         for (all, rows) in self.per_field.iter_mut().zip(c.fv.drain(..)) {
+            self.bytes += rows.len();
             all.push(rows);
+        }
+        if self.bytes >= self.held {
+            if let Some(b) = self.builder.as_mut() {
+                let rows = self.per_field.iter_mut().map(std::mem::take).collect();
+                b.add(copy_tasks(self.ty, self.fields, rows), 1);
+                self.bytes = 0;
+            }
         }
     }
 
-    /// The rows, per field; `None` when the chunks carried none (or the type has no
-    /// indexed field).
+    /// The rows not handed over yet, per field; `None` when the chunks carried none (or
+    /// the type has no indexed field).
     fn finish(self) -> Result<Option<Vec<Vec<Vec<u8>>>>> {
         match (self.with, self.without) {
             (0, _) => Ok(None),

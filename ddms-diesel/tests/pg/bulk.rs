@@ -1179,17 +1179,21 @@ fn client_encoded_field_values_of_every_class_match_the_triggers() {
     };
     let theirs = fv_through_triggers(tenant, load_all);
     assert_eq!(theirs.len(), 8 * 120);
-    // With the builder connection writing them, and with the loader alone.
-    for connections in [2, 1] {
+    // With the builder connection writing them, and with the loader alone; then handed
+    // to the builder every ~1 kB (`field_rows_held`: several sorted runs per table, not
+    // in value order as a whole).
+    for (connections, held) in [(2, 128 << 20), (1, 128 << 20), (2, 1000)] {
         let opts = BulkOptions {
             connections,
+            field_rows_held: held,
             ..BulkOptions::default()
         };
-        let ours = fv_through_replace(tenant, &opts, load_all, true);
+        let whole = held > 1000;
+        let ours = fv_through_replace(tenant, &opts, load_all, whole);
         for (a, b) in ours.iter().zip(&theirs) {
-            assert_eq!(a, b, "{connections} connection(s)");
+            assert_eq!(a, b, "{connections} connection(s), {held} bytes");
         }
-        assert_eq!(ours, theirs, "{connections} connection(s)");
+        assert_eq!(ours, theirs, "{connections} connection(s), {held} bytes");
     }
 }
 
