@@ -1013,18 +1013,22 @@ fn field_values_of_several_fields_per_table_match_the_triggers() {
     assert_eq!(theirs.len(), 3 * 70);
     assert_eq!(theirs.iter().filter(|r| r.2.is_none()).count(), 2 * 10);
     // Encoded by the client or derived in SQL; written on the builder connection (2) or
-    // by the loader (1).
+    // by the loader (1); with per-row events (a transaction per copy step) or summary
+    // events (both copies of the type in the records steps' transaction: derived once).
     for connections in [2, 1] {
         for client in [true, false] {
-            let opts = BulkOptions {
-                connections,
-                ..BulkOptions::default()
-            };
-            assert_eq!(
-                fv_through_replace(tenant, &opts, |load| load_pairs(load, client), false),
-                theirs,
-                "{connections} connection(s), client-encoded: {client}"
-            );
+            for events in [BulkEvents::PerRow, BulkEvents::Summary] {
+                let opts = BulkOptions {
+                    connections,
+                    events,
+                    ..BulkOptions::default()
+                };
+                assert_eq!(
+                    fv_through_replace(tenant, &opts, |load| load_pairs(load, client), false),
+                    theirs,
+                    "{connections} connection(s), client-encoded: {client}, {events:?}"
+                );
+            }
         }
     }
 }
