@@ -75,7 +75,7 @@ use uuid::Uuid;
 
 use crate::backend::{PgBackend, TxError};
 use crate::error::map_db;
-use crate::field_rows::{self, FieldRows, IndexedField};
+use crate::field_rows::{self, put_field, FieldRows, IndexedField};
 use crate::schema::{cardinality_str, insert_feed, PURGE_ORDER};
 use crate::sql::{Bind, Sql};
 
@@ -471,11 +471,6 @@ fn widen(range: Option<(Uuid, Uuid)>, with: (Uuid, Uuid)) -> (Uuid, Uuid) {
         Some((lo, hi)) => (lo.min(with.0), hi.max(with.1)),
         None => with,
     }
-}
-
-fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-    buf.extend_from_slice(bytes);
 }
 
 /// Writes `data` as a JSON object with its keys in the order `jsonb` stores them:

@@ -120,13 +120,13 @@ impl FieldRows {
         for key in self.ordered() {
             let (record, v) = self.row(key.at());
             out.extend_from_slice(&4i16.to_be_bytes());
-            put(&mut out, self.field.id.as_bytes());
-            put(&mut out, record);
+            put_field(&mut out, self.field.id.as_bytes());
+            put_field(&mut out, record);
             match v {
-                Some(v) => put(&mut out, v),
+                Some(v) => put_field(&mut out, v),
                 None => out.extend_from_slice(&(-1i32).to_be_bytes()),
             }
-            put(&mut out, &uniq);
+            put_field(&mut out, &uniq);
             if out.len() >= 60 << 10 {
                 w.write_all(&out)?;
                 out.clear();
@@ -210,7 +210,8 @@ fn cmp_values(class: ValueClass, a: Option<&[u8]>, b: Option<&[u8]>) -> Ordering
     }
 }
 
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends one field of a binary COPY row: its `i32` length, then its bytes.
+pub(crate) fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     buf.extend_from_slice(bytes);
 }
@@ -219,31 +220,31 @@ fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
 /// has none (not a validated value).
 fn put_value(buf: &mut Vec<u8>, class: ValueClass, v: &Value) -> bool {
     match (class, v) {
-        (ValueClass::Text, Value::String(s)) => put(buf, s.as_bytes()),
+        (ValueClass::Text, Value::String(s)) => put_field(buf, s.as_bytes()),
         (ValueClass::Integer, Value::Number(n)) => match n.as_i64() {
-            Some(i) => put(buf, &i.to_be_bytes()),
+            Some(i) => put_field(buf, &i.to_be_bytes()),
             None => return false,
         },
         // The stored JSON number is the shortest text of this f64 (or an integer), which
         // `float8in` reads back to the same f64; a JSON `-0.0` is stored as `0.0`.
         (ValueClass::Number, Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.is_finite() => put(buf, &(f + 0.0).to_bits().to_be_bytes()),
+            Some(f) if f.is_finite() => put_field(buf, &(f + 0.0).to_bits().to_be_bytes()),
             _ => return false,
         },
-        (ValueClass::Boolean, Value::Bool(b)) => put(buf, &[u8::from(*b)]),
+        (ValueClass::Boolean, Value::Bool(b)) => put_field(buf, &[u8::from(*b)]),
         (ValueClass::Date, Value::String(s)) => match parse_date(s) {
             Some(d) if d.year() >= 1 => {
                 let days = i64::from(d.num_days_from_ce()) - 719_163 - PG_EPOCH_DAYS;
-                put(buf, &(days as i32).to_be_bytes())
+                put_field(buf, &(days as i32).to_be_bytes())
             }
             _ => return false,
         },
         (ValueClass::Datetime, Value::String(s)) => match datetime_micros(s) {
-            Some(us) => put(buf, &(us - PG_EPOCH_SECS * 1_000_000).to_be_bytes()),
+            Some(us) => put_field(buf, &(us - PG_EPOCH_SECS * 1_000_000).to_be_bytes()),
             None => return false,
         },
         (ValueClass::Uuid, Value::String(s)) => match Uuid::try_parse(s) {
-            Ok(u) => put(buf, u.as_bytes()),
+            Ok(u) => put_field(buf, u.as_bytes()),
             Err(_) => return false,
         },
         _ => return false,
