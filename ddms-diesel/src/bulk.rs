@@ -2494,6 +2494,12 @@ impl BulkLoad {
                 }
             })
             .collect();
+        self.run_unless_builder(tasks)
+    }
+
+    /// Tenant writes for the builder connection: with one (two connections or more)
+    /// they are returned for it; without, they run now on this one, in its transaction.
+    fn run_unless_builder(&mut self, tasks: Vec<Task>) -> Result<Vec<Task>> {
         if self.opts.connections >= 2 {
             return Ok(tasks);
         }
@@ -2598,15 +2604,12 @@ impl BulkLoad {
             match encoded {
                 // Encoded by the client beside the records (what the sink kept).
                 Some(rows) => {
-                    let tasks = copy_tasks(ty.name.as_str(), indexed, rows);
                     // Sorted and COPYed by the builder while this connection loads on;
                     // without one, written now.
-                    if self.opts.connections >= 2 {
-                        self.queue(tasks, 1)?;
-                    } else {
-                        for t in tasks {
-                            t.work.run(&mut self.conn).map_err(db(&t.name))?;
-                        }
+                    let later =
+                        self.run_unless_builder(copy_tasks(ty.name.as_str(), indexed, rows))?;
+                    if !later.is_empty() {
+                        self.queue(later, 1)?;
                     }
                 }
                 // Derived from the records the records steps' transaction wrote (their
