@@ -62,6 +62,24 @@ pub struct PgBackend {
     pub(crate) group: Arc<crate::group_insert::GroupInsert>,
     /// The list texts this backend's connections keep prepared (bounded).
     pub(crate) stable_texts: Arc<crate::statement::StableTexts>,
+    /// How bounded walks went ([`PgBackend::bounded_walk_stats`]).
+    pub(crate) walks: Arc<WalkCounters>,
+}
+
+/// How lists tried as bounded walks went (see
+/// [`crate::sql::Compiler::bounded_walk`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoundedWalkStats {
+    /// Pages the walk answered on its own (it found a full page and the next record).
+    pub answered: u64,
+    /// Walks that found fewer, after which the full query ran.
+    pub fell_back: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WalkCounters {
+    pub answered: std::sync::atomic::AtomicU64,
+    pub fell_back: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -92,6 +110,7 @@ impl PgBackend {
             feed: Arc::new(crate::subscribe::FeedHub::new(&cfg.url)),
             group: Arc::default(),
             stable_texts: Arc::default(),
+            walks: Arc::default(),
         })
     }
 
@@ -175,6 +194,15 @@ impl PgBackend {
     /// How concurrent single creates were grouped into shared statements so far.
     pub fn group_insert_stats(&self) -> crate::group_insert::GroupInsertStats {
         self.group.stats()
+    }
+
+    /// How lists tried as bounded walks went so far.
+    pub fn bounded_walk_stats(&self) -> BoundedWalkStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        BoundedWalkStats {
+            answered: self.walks.answered.load(Relaxed),
+            fell_back: self.walks.fell_back.load(Relaxed),
+        }
     }
 
     pub(crate) fn remember(&self, type_id: Uuid, meta: TypeMeta) {

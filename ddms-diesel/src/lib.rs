@@ -42,7 +42,7 @@ pub mod statement;
 pub mod subscribe;
 mod type_cache;
 
-pub use backend::PgBackend;
+pub use backend::{BoundedWalkStats, PgBackend};
 pub use error::{Error, Result};
 pub use indexer::{
     run_indexer, run_indexer_once, spawn_indexer, FieldOutcome, FieldReport, IndexerOptions,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::backend::{PgBackend, TxError, TxResult};
 use crate::group_insert::GroupKey;
 use crate::rows::{stored_name, NamedRecordRow, RawRecordRow, RecordRow, RECORD_COLS};
-use crate::sql::{class_table, Bind, Compiler, Sql};
+use crate::sql::{class_table, Bind, Compiler, NoIndexes, Sql};
 
 /// Tags a unique violation on a field-value table with its table, for [`PgBackend::name_unique`].
 fn tag_unique(e: diesel::result::Error) -> TxError {
@@ -61,21 +61,39 @@ impl PgBackend {
         })
     }
 
-    /// Runs a checked query, reading the rows as `R` (record columns, see [`RECORD_COLS`]).
-    fn query_rows<R>(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<R>>
+    /// Runs a checked query, reading the rows as `RecordRow<D>` (record columns, see
+    /// [`RECORD_COLS`]).
+    fn query_rows<D>(&self, sc: &Scope, q: &CheckedQuery) -> Result<Vec<RecordRow<D>>>
     where
-        R: QueryableByName<Pg> + 'static,
+        RecordRow<D>: QueryableByName<Pg> + 'static,
     {
         let t = sc.tenant.0;
         let ty = &q.entity_type;
         let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
+        // A list in the records' own order whose full query would be planned per call
+        // is first tried as a bounded walk (prepared); see `Compiler::bounded_walk`.
+        let walk = match sql.stable_plan {
+            true => None,
+            false => Compiler::new(t, &NoIndexes).bounded_walk(q, ty.id, ty.version),
+        };
         // No common snapshot needed: the version check below only tells an empty
         // result from a changed type, and types only move forward.
         // Prepared only when its plan cannot depend on the values (`stable_plan`, see
         // `Compiler::query`) and the backend admits its text (`StableTexts`: a bounded
         // set); otherwise planned per call.
         self.once(sc, |c| {
-            let rows: Vec<R> = self.stable_texts.statement(&sql).load(c)?;
+            if let Some(walk) = &walk {
+                use std::sync::atomic::Ordering::Relaxed;
+                let rows: Vec<RecordRow<D>> = self.stable_texts.statement(walk).load(c)?;
+                // A full page (and the next one's first record): the walk's answer is
+                // complete. Otherwise the full query gives the page.
+                if rows.len() == q.limit + 1 {
+                    self.walks.answered.fetch_add(1, Relaxed);
+                    return Ok(rows);
+                }
+                self.walks.fell_back.fetch_add(1, Relaxed);
+            }
+            let rows: Vec<RecordRow<D>> = self.stable_texts.statement(&sql).load(c)?;
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the
                 // type changed since the query was checked. Tell the two apart.

@@ -382,6 +382,28 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
     }
 }
 
+/// At most this many predicates in the filter of a bounded walk.
+pub const WALK_PREDICATES: usize = 4;
+
+/// How many records a bounded walk for pages of `limit` reads at most: 16 pages (the
+/// page size rounded up to a power of two, at least 16), at most 4,096 — so values in
+/// more than ~1/16 of a type (1/4 for the largest pages) are found by the walk. A
+/// constant in the text, like the value walk's inner limit (a parameter there would
+/// be costed as a tenth of the type and spoil the generic plan).
+pub fn walk_span(limit: usize) -> usize {
+    ((limit + 1).next_power_of_two().max(16) * 16).min(4096)
+}
+
+/// Whether `f` has a `related` predicate.
+fn has_related(f: &CheckedFilter) -> bool {
+    match f {
+        CheckedFilter::And(v) | CheckedFilter::Or(v) => v.iter().any(has_related),
+        CheckedFilter::Not(g) => has_related(g),
+        CheckedFilter::Related { .. } => true,
+        _ => false,
+    }
+}
+
 /// A list that can be read off one field's value index in order ([`Compiler::query`]
 /// takes this route when the field's index is ready): sorted by a user field of a value
 /// class (then `id`, in the same direction), filtered only by bounds on that field — an
@@ -1387,6 +1409,106 @@ impl<'a> Compiler<'a> {
             by_v("s0")
         );
         sql
+    }
+
+    /// A list in one of the records' own orders — `created_at` or `updated_at` then
+    /// `id`, or `id` alone, all ascending or all descending: the default order and its
+    /// keyset pages — first tried as a **bounded walk**: the first [`walk_span`] records
+    /// of the type after the keyset position, read in that order off `records_by_*`,
+    /// and the filter tested on each (on `data`, as for a field without an index: the
+    /// compiler should be made with [`NoIndexes`]). When the walk finds `limit + 1`
+    /// matches, the first `limit + 1` matches of the whole list are among them: that is
+    /// the page (and there is a next one). Otherwise the page may be incomplete (the
+    /// type may go on past the walk) and the caller runs [`Compiler::query`] instead.
+    ///
+    /// Why: for a frequent value (a status shared by a fifth of a type) PostgreSQL's
+    /// best plan for the full query walks `records_by_created` and probes the field's
+    /// value table for each record (~250 probes for a page of 50), planned per call
+    /// (its generic plan would fetch and sort every match; see [`Compiler::query`]). The
+    /// walk tests the JSON of the same records on the same heap pages instead, and has
+    /// one sensible plan whatever the values or the tenant's size — the order index
+    /// read in order, stopped by the page's `LIMIT` — so it runs prepared
+    /// (`tests/pg/plans.rs`). The price: a value too rare to fill a page within the
+    /// walk, and a list's last page, cost a walk (at most [`walk_span`] records) before
+    /// the full query.
+    ///
+    /// Tried and not kept: telling "the walk reached the end of the type" apart in the
+    /// same statement, so that last pages need no second query. Finding that out reads
+    /// past the span however many matches come first, and PostgreSQL plans such a read
+    /// for all its rows: a generic plan for a tenant estimated smaller than the span
+    /// then reads the whole type off a bitmap and sorts it — seen in the plans test for
+    /// a second read of the index (`UNION ALL … OFFSET span LIMIT 1`), and for the walk
+    /// itself when a window numbered the walked rows. With that offset bound instead,
+    /// the generic plan looked dearer than the custom ones, so every call was planned.
+    ///
+    /// `None` when the order is not one of those, or the filter has a `related`
+    /// predicate (a subquery per walked record) or more than [`WALK_PREDICATES`]
+    /// predicates (bounding the prepared texts).
+    pub fn bounded_walk(
+        mut self,
+        q: &CheckedQuery,
+        type_id: Uuid,
+        type_version: i64,
+    ) -> Option<Sql> {
+        let desc = q.sort.first()?.desc;
+        let mut cols = [SysField::Id; 2];
+        for (slot, s) in cols.iter_mut().zip(&q.sort) {
+            match s.target {
+                Target::System(f) if s.desc == desc => *slot = f,
+                _ => return None,
+            }
+        }
+        let cols = match (q.sort.len(), cols) {
+            (1, [SysField::Id, _]) => &cols[..1],
+            (2, [SysField::CreatedAt | SysField::UpdatedAt, SysField::Id]) => &cols[..],
+            _ => return None,
+        };
+        if let Some(f) = &q.filter {
+            if has_related(f) || predicates(f) > WALK_PREDICATES {
+                return None;
+            }
+        }
+        let keys: Vec<(String, bool, bool)> = cols
+            .iter()
+            .map(|c| (sys_column("r", *c), desc, false))
+            .collect();
+        let ty = self.sql.param(Bind::Uuid(type_id));
+        let mut walk = format!("r.tenant_id = {TENANT} AND r.entity_type_id = {ty}");
+        if let Some(after) = &q.after {
+            walk.push_str(" AND ");
+            walk.push_str(&self.keyset(&keys, after));
+        }
+        let order = cols
+            .iter()
+            .map(|c| {
+                let e = sys_column("r", *c);
+                if desc {
+                    e + " DESC"
+                } else {
+                    e
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let guard = self.version_guard(&ty, type_version);
+        let filter = match &q.filter {
+            Some(f) => {
+                self.main_type = Some(q.entity_type.clone());
+                self.filter(f, "r", type_id, true)
+            }
+            None => "TRUE".into(),
+        };
+        let n = self.sql.param(Bind::Int(q.limit as i64 + 1));
+        // The span is a constant of ours (from a bounded set, like the value walk's
+        // inner limit); the page's `LIMIT` makes PostgreSQL count on stopping early.
+        let span = walk_span(q.limit);
+        let mut sql = self.sql;
+        sql.stable_plan = true;
+        sql.text = format!(
+            "SELECT {RECORD_COLS_R} FROM (SELECT {RECORD_COLS_R} FROM records r WHERE {walk} \
+             ORDER BY {order} LIMIT {span}) r WHERE {guard} AND {filter} ORDER BY {order} LIMIT {n}"
+        );
+        Some(sql)
     }
 
     /// The guard of a list: the query was compiled against version `version` of the

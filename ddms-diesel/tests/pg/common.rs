@@ -47,6 +47,22 @@ pub fn compile(t: &TenantScope, recs: &ddms_core::Records, q: &ddms_core::Query)
     )
 }
 
+/// `q` checked against `recs`' type and compiled for `t` as a bounded walk (`None` when
+/// the list is not in one of the records' own orders; see `Compiler::bounded_walk`).
+#[allow(dead_code)]
+pub fn compile_walk(
+    t: &TenantScope,
+    recs: &ddms_core::Records,
+    q: &ddms_core::Query,
+) -> Option<Sql> {
+    let checked = recs.check_query(q).unwrap();
+    ddms_diesel::sql::Compiler::new(t.scope().tenant.0, &ddms_diesel::sql::NoIndexes).bounded_walk(
+        &checked,
+        checked.entity_type.id,
+        checked.entity_type.version,
+    )
+}
+
 pub fn store() -> Store {
     db().store.clone()
 }

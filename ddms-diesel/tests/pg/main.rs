@@ -11,3 +11,4 @@ mod isolation;
 mod outage;
 mod plans;
 mod sql;
+mod walks;

@@ -6,7 +6,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl};
 use serde_json::json;
 
-use crate::common::{app_role, compile, db, explain, superuser, tenant};
+use crate::common::{app_role, compile, compile_walk, db, explain, superuser, tenant};
 
 const N: i64 = 100_000;
 
@@ -191,6 +191,7 @@ fn generic_plan_of(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> S
             Bind::Text(s) => quote(s),
             Bind::Name(n) => quote(n.as_str()),
             Bind::Str(s) => quote(s.as_str()),
+            Bind::Ts(t) => format!("'{}'::timestamptz", t.to_rfc3339()),
             other => panic!("no literal for {other:?} in this test"),
         }
     };
@@ -294,16 +295,11 @@ fn only_unique_lookups_and_value_walks_run_prepared() {
         .is_empty());
 }
 
-/// A list bounded by one indexed field and sorted by it is read off the field's value
-/// index in order and runs prepared: its generic plan, with a big tenant among many
-/// small ones and the big tenant's rows not yet all-visible, walks the value index and
-/// fetches each record by its key: no sort, no scan or hash of the tenant's data. Pages
-/// through the library (many more than five calls) come out complete and in order.
-#[test]
-fn lists_bounded_and_sorted_by_one_indexed_field_walk_its_value_index_prepared() {
-    let (t, recs) = big_tenant();
+/// 40 tenants of 5 users each beside the big one (so a generic plan sizes a tenant as
+/// a small one), then ANALYZE.
+fn small_tenants(prefix: &str) {
     for i in 0..40 {
-        let small = tenant(&format!("plans-small-{i}"));
+        let small = tenant(&format!("{prefix}-{i}"));
         small
             .create_entity_type(
                 &serde_json::from_value(json!({"name": "user", "fields": [
@@ -322,6 +318,94 @@ fn lists_bounded_and_sorted_by_one_indexed_field_walk_its_value_index_prepared()
     superuser()
         .batch_execute("ANALYZE records; ANALYZE fv_int; ANALYZE fv_float")
         .unwrap();
+}
+
+/// Lists in the records' own orders (default, `updated_at`, `id`, either direction,
+/// keyset pages) whose full query is planned per call are tried as bounded walks, which
+/// run prepared: the generic plan, with a big tenant among many small ones and the big
+/// tenant's rows not yet all-visible, walks one of the records' order indexes — no
+/// sort, hash, bitmap or scan of the tenant's data.
+#[test]
+fn lists_in_the_records_order_try_a_bounded_walk_prepared() {
+    let (t, recs) = big_tenant();
+    small_tenants("plans-walk-small");
+    let walk = |q: &serde_json::Value| {
+        compile_walk(&t, &recs, &serde_json::from_value(q.clone()).unwrap())
+    };
+    let second_page = {
+        let q = json!({"filter": {"field": "score", "op": "eq", "value": 5}, "limit": 20});
+        let page = recs
+            .query(&serde_json::from_value(q.clone()).unwrap())
+            .unwrap();
+        let mut q = q;
+        q["cursor"] = json!(page.next_cursor.expect("a second page"));
+        q
+    };
+    for (q, index) in [
+        // A non-unique indexed equality (its full query is planned per call).
+        (
+            json!({"filter": {"field": "score", "op": "eq", "value": 5}}),
+            "records_by_created",
+        ),
+        (second_page, "records_by_created"),
+        (json!({"limit": 25}), "records_by_created"),
+        (
+            json!({"filter": {"field": "city", "op": "eq", "value": "c7"}, "sort": [{"field": "created_at", "desc": true}]}),
+            "records_by_created",
+        ),
+        (
+            json!({"filter": {"and": [{"field": "score", "op": "gte", "value": 10}, {"field": "city", "op": "ne", "value": "c1"}]}, "sort": [{"field": "updated_at"}]}),
+            "records_by_updated",
+        ),
+        (
+            json!({"filter": {"field": "rating", "op": "lt", "value": 3}, "sort": [{"field": "id", "desc": true}], "limit": 1000}),
+            "records_by_id",
+        ),
+    ] {
+        let sql = walk(&q).unwrap_or_else(|| panic!("{q} should be tried as a bounded walk"));
+        assert!(sql.stable_plan, "{q}: a bounded walk runs prepared");
+        assert!(
+            !sql.text.contains("fv_"),
+            "{q}: the walk tests the JSON: {}",
+            sql.text
+        );
+        let plan = generic_plan_of(&t, &sql);
+        assert!(plan.contains("$1"), "not a generic plan:\n{plan}");
+        assert!(
+            plan.contains(index)
+                && !plan.contains("Sort")
+                && !plan.contains("Hash")
+                && !plan.contains("Bitmap")
+                && !scans_data(&plan),
+            "the generic plan of {q} must walk {index} in order:\n{plan}"
+        );
+        assert!(
+            !compile(&t, &recs, &serde_json::from_value(q.clone()).unwrap()).stable_plan,
+            "{q}: the full query is planned per call (so the walk is tried first)"
+        );
+    }
+    // Not a bounded walk: sorted by a user field, more than four predicates.
+    for q in [
+        json!({"sort": [{"field": "score"}]}),
+        json!({"filter": {"field": "score", "op": "eq", "value": 5}, "sort": [{"field": "city"}]}),
+        json!({"filter": {"and": [
+            {"field": "score", "op": "gte", "value": 1}, {"field": "score", "op": "lte", "value": 900},
+            {"field": "city", "op": "ne", "value": "c1"}, {"field": "city", "op": "ne", "value": "c2"},
+            {"field": "city", "op": "ne", "value": "c3"}]}}),
+    ] {
+        assert!(walk(&q).is_none(), "{q} must not be a bounded walk");
+    }
+}
+
+/// A list bounded by one indexed field and sorted by it is read off the field's value
+/// index in order and runs prepared: its generic plan, with a big tenant among many
+/// small ones and the big tenant's rows not yet all-visible, walks the value index and
+/// fetches each record by its key: no sort, no scan or hash of the tenant's data. Pages
+/// through the library (many more than five calls) come out complete and in order.
+#[test]
+fn lists_bounded_and_sorted_by_one_indexed_field_walk_its_value_index_prepared() {
+    let (t, recs) = big_tenant();
+    small_tenants("plans-small");
     let compile =
         |q: &serde_json::Value| compile(&t, &recs, &serde_json::from_value(q.clone()).unwrap());
     let range = |lo: i64, hi: i64, desc: bool, limit: usize| {
