@@ -355,6 +355,12 @@ impl Query {
 }
 
 impl CheckedQuery {
+    /// A digest of what the query's pages depend on besides the position: the entity
+    /// type, the filter (values included) and the sort (what cursors are bound to).
+    pub fn fingerprint(&self) -> &[u8; 16] {
+        &self.fingerprint
+    }
+
     /// The sort values of `r` for this query's keys.
     pub fn key_of(&self, r: &Record) -> Vec<Option<Scalar>> {
         self.sort.iter().map(|s| value_of(r, &s.target)).collect()

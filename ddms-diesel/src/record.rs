@@ -72,7 +72,9 @@ impl PgBackend {
         let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
         // A list in the records' own order whose full query would be planned per call
         // is first tried as a bounded walk (prepared); see `Compiler::bounded_walk`.
-        let walk = match sql.stable_plan {
+        // A first page that came out short lately goes straight to the full query.
+        let short_key = q.after.is_none().then(|| (t, *q.fingerprint(), q.limit));
+        let walk = match sql.stable_plan || short_key.is_some_and(|k| self.walks.skip(&k)) {
             true => None,
             false => Compiler::new(t, &NoIndexes).bounded_walk(q, ty.id, ty.version),
         };
@@ -86,14 +88,22 @@ impl PgBackend {
                 use std::sync::atomic::Ordering::Relaxed;
                 let rows: Vec<RecordRow<D>> = self.stable_texts.statement(walk).load(c)?;
                 // A full page (and the next one's first record): the walk's answer is
-                // complete. Otherwise the full query gives the page.
-                if rows.len() == q.limit + 1 {
+                // complete. So is a shorter one without a filter (every record walked
+                // is in it, so the walk reached the end of the type; an empty one may
+                // mean a changed type). Otherwise the full query gives the page.
+                let whole = q.filter.is_none() && !rows.is_empty();
+                if rows.len() == q.limit + 1 || whole {
                     self.walks.answered.fetch_add(1, Relaxed);
                     return Ok(rows);
                 }
                 self.walks.fell_back.fetch_add(1, Relaxed);
             }
             let rows: Vec<RecordRow<D>> = self.stable_texts.statement(&sql).load(c)?;
+            if walk.is_some() && rows.len() <= q.limit {
+                if let Some(k) = short_key {
+                    self.walks.remember_short(k);
+                }
+            }
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the
                 // type changed since the query was checked. Tell the two apart.

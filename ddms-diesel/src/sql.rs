@@ -386,12 +386,15 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
 pub const WALK_PREDICATES: usize = 4;
 
 /// How many records a bounded walk for pages of `limit` reads at most: 16 pages (the
-/// page size rounded up to a power of two, at least 16), at most 4,096 — so values in
-/// more than ~1/16 of a type (1/4 for the largest pages) are found by the walk. A
+/// page size rounded up to a power of two, at least 16), at most 4,096 (and never less
+/// than a page and one) — so values in more than ~1/16 of a type (1/4 for the largest
+/// pages) are found by the walk. A
 /// constant in the text, like the value walk's inner limit (a parameter there would
 /// be costed as a tenth of the type and spoil the generic plan).
 pub fn walk_span(limit: usize) -> usize {
-    ((limit + 1).next_power_of_two().max(16) * 16).min(4096)
+    ((limit + 1).next_power_of_two().max(16) * 16)
+        .min(4096)
+        .max(limit + 1)
 }
 
 /// Whether `f` has a `related` predicate.

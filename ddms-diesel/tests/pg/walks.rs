@@ -81,10 +81,12 @@ fn oracle(tenant: Uuid, cond: &str, order: &str) -> Vec<Uuid> {
     .collect()
 }
 
-fn delta(before: BoundedWalkStats, after: BoundedWalkStats) -> (u64, u64) {
+/// (answered, fell back, skipped) since `before`.
+fn delta(before: BoundedWalkStats, after: BoundedWalkStats) -> (u64, u64, u64) {
     (
         after.answered - before.answered,
         after.fell_back - before.fell_back,
+        after.skipped - before.skipped,
     )
 }
 
@@ -118,7 +120,7 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
     }
     // `kind` has a ready index: the full query (as this backend compiles it, once it
     // has read the type) uses it.
-    let rare = json!({"filter": {"field": "kind", "op": "eq", "value": "rare"}});
+    let rare = json!({"filter": {"field": "kind", "op": "eq", "value": "rare"}, "limit": 3});
     all_pages(&recs, &rare);
     let checked = recs
         .check_query(&serde_json::from_value(rare).unwrap())
@@ -151,7 +153,8 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
                 let before = backend.bounded_walk_stats();
                 let (got, pages) = all_pages(&recs, &q);
                 assert_eq!(got, expected, "{q}: every match, in order, once");
-                let (answered, fell_back) = delta(before, backend.bounded_walk_stats());
+                let (answered, fell_back, skipped) = delta(before, backend.bounded_walk_stats());
+                assert_eq!(skipped, 0, "{q}: asked for the first time");
                 assert_eq!(
                     answered + fell_back,
                     pages,
@@ -169,19 +172,35 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
         }
     }
 
-    // No filter: every page but the last is the walk's.
+    // No filter: every page is the walk's, the last one too (without a filter a
+    // shorter walk has reached the end of the type).
     let before = backend.bounded_walk_stats();
     let (got, pages) = all_pages(&recs, &json!({"limit": 99}));
     assert_eq!(got, every);
     assert_eq!(pages, RECORDS.div_ceil(99) as u64);
-    assert_eq!(delta(before, backend.bounded_walk_stats()), (pages - 1, 1));
+    assert_eq!(delta(before, backend.bounded_walk_stats()), (pages, 0, 0));
 
     // Nothing matches: the full query runs (and tells an empty result from a changed
-    // type).
+    // type). Asked again, the list that came out short skips its walk; another page
+    // size is another list.
     let before = backend.bounded_walk_stats();
     let none = json!({"filter": {"field": "n", "op": "gt", "value": 100_000}});
     assert!(all_pages(&recs, &none).0.is_empty());
-    assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 1));
+    assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 1, 0));
+    let before = backend.bounded_walk_stats();
+    assert!(all_pages(&recs, &none).0.is_empty());
+    assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 0, 1));
+    let mut other_size = none.clone();
+    other_size["limit"] = json!(20);
+    assert!(all_pages(&recs, &other_size).0.is_empty());
+    assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 1, 1));
+    // The rare value's list came out short above: skipped now, and still complete.
+    let before = backend.bounded_walk_stats();
+    let rare =
+        json!({"filter": {"field": "kind", "op": "eq", "value": "rare"}, "sort": [], "limit": 50});
+    let (got, _) = all_pages(&recs, &rare);
+    assert_eq!(got, oracle(tid, "data->>'kind' = 'rare'", "created_at, id"));
+    assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 0, 1));
 
     // A handle checked against an older version of the type: both the walk and the full
     // query are guarded by the version; the library re-reads the type and the page is
@@ -209,7 +228,7 @@ fn a_page_whose_last_match_is_the_walks_last_record_is_the_walks() {
     let span = walk_span(7);
     // Eight matches (a page of 7 and the next one's first record), the last at the
     // walk's last record, or one past it; and one more far behind.
-    for (name, last, expected) in [("inside", span - 1, (1, 0)), ("past", span, (0, 1))] {
+    for (name, last, expected) in [("inside", span - 1, (1, 0, 0)), ("past", span, (0, 1, 0))] {
         t.create_entity_type(
             &serde_json::from_value(
                 json!({"name": name, "fields": [{"name": "hit", "kind": "boolean"}]}),
