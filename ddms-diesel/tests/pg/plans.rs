@@ -181,20 +181,6 @@ fn default_keyset_pages_use_the_created_index() {
 /// app role under RLS. (Test only: the bind values are written as literals into the
 /// `EXECUTE`, since `EXPLAIN EXECUTE` takes no parameters.)
 fn generic_plan_of(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> String {
-    use ddms_diesel::sql::Bind;
-    let lit = |b: &Bind| -> String {
-        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-        match b {
-            Bind::Uuid(u) => format!("'{u}'::uuid"),
-            Bind::Int(i) => format!("{i}::bigint"),
-            Bind::Float(f) => format!("{f}::float8"),
-            Bind::Text(s) => quote(s),
-            Bind::Name(n) => quote(n.as_str()),
-            Bind::Str(s) => quote(s.as_str()),
-            Bind::Ts(t) => format!("'{}'::timestamptz", t.to_rfc3339()),
-            other => panic!("no literal for {other:?} in this test"),
-        }
-    };
     let mut c = app_role();
     c.batch_execute(&format!(
         "SET plan_cache_mode = force_generic_plan; SELECT set_config('ddms.tenant_id', '{}', false); PREPARE p AS {}",
@@ -202,12 +188,60 @@ fn generic_plan_of(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> S
         sql.text
     ))
     .unwrap();
-    let args: Vec<String> = sql.binds.iter().map(lit).collect();
+    let args: Vec<String> = sql.binds.iter().map(literal).collect();
     let e = ddms_diesel::sql::Sql {
         text: format!("EXPLAIN EXECUTE p({})", args.join(", ")),
         ..Default::default()
     };
     explain_text(&mut c, &e)
+}
+
+/// A bind as an SQL literal (test only: `EXPLAIN EXECUTE` takes no parameters).
+fn literal(b: &ddms_diesel::sql::Bind) -> String {
+    use ddms_diesel::sql::Bind;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    match b {
+        Bind::Uuid(u) => format!("'{u}'::uuid"),
+        Bind::Int(i) => format!("{i}::bigint"),
+        Bind::Float(f) => format!("{f}::float8"),
+        Bind::Text(s) => quote(s),
+        Bind::Name(n) => quote(n.as_str()),
+        Bind::Str(s) => quote(s.as_str()),
+        Bind::Ts(t) => format!("'{}'::timestamptz", t.to_rfc3339()),
+        other => panic!("no literal for {other:?} in this test"),
+    }
+}
+
+/// How PostgreSQL itself chooses for `sql` prepared on one session and run 12 times
+/// with its binds (`plan_cache_mode = auto`, as the library's sessions run): (generic,
+/// custom) plans, from `pg_prepared_statements`. After five custom plans it keeps the
+/// generic one only if that costs less than the custom ones did.
+fn plan_choices(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> (i64, i64) {
+    #[derive(diesel::QueryableByName)]
+    struct Choices {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        generic_plans: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        custom_plans: i64,
+    }
+    let mut c = app_role();
+    c.batch_execute(&format!(
+        "SELECT set_config('ddms.tenant_id', '{}', false); PREPARE q AS {}",
+        t.scope().tenant,
+        sql.text
+    ))
+    .unwrap();
+    let args: Vec<String> = sql.binds.iter().map(literal).collect();
+    for _ in 0..12 {
+        c.batch_execute(&format!("EXECUTE q({})", args.join(", ")))
+            .unwrap();
+    }
+    let r: Vec<Choices> = diesel::sql_query(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'q'",
+    )
+    .load(&mut c)
+    .unwrap();
+    (r[0].generic_plans, r[0].custom_plans)
 }
 
 fn explain_text(c: &mut diesel::PgConnection, e: &ddms_diesel::sql::Sql) -> String {
@@ -384,6 +418,32 @@ fn lists_in_the_records_order_try_a_bounded_walk_prepared() {
             "{q}: the full query is planned per call (so the walk is tried first)"
         );
     }
+    // PostgreSQL keeps the generic plan (no planning per call) for a frequent value and
+    // for a keyset page deep into the type: after its five custom plans, the rest are
+    // generic.
+    let deep = {
+        let mut q = json!({"limit": 1000});
+        for _ in 0..99 {
+            let page = recs
+                .query(&serde_json::from_value(q.clone()).unwrap())
+                .unwrap();
+            q["cursor"] = json!(page.next_cursor.expect("more pages"));
+        }
+        q["limit"] = json!(25);
+        q
+    };
+    for q in [
+        json!({"filter": {"field": "score", "op": "eq", "value": 5}}),
+        deep,
+    ] {
+        let sql = walk(&q).unwrap();
+        assert_eq!(
+            plan_choices(&t, &sql),
+            (7, 5),
+            "{q}: generic after five custom plans"
+        );
+    }
+
     // Not a bounded walk: sorted by a user field, more than four predicates.
     for q in [
         json!({"sort": [{"field": "score"}]}),
