@@ -74,10 +74,11 @@ impl PgBackend {
         // is first tried as a bounded walk (prepared); see `Compiler::bounded_walk`.
         // A first page that came out short lately goes straight to the full query.
         let short_key = q.after.is_none().then(|| (t, *q.fingerprint(), q.limit));
-        let walk = match sql.stable_plan || short_key.is_some_and(|k| self.walks.skip(&k)) {
+        let walk = match sql.stable_plan {
             true => None,
             false => Compiler::new(t, &NoIndexes).bounded_walk(q, ty.id, ty.version),
-        };
+        }
+        .filter(|_| !short_key.is_some_and(|k| self.walks.skip(&k)));
         // No common snapshot needed: the version check below only tells an empty
         // result from a changed type, and types only move forward.
         // Prepared only when its plan cannot depend on the values (`stable_plan`, see

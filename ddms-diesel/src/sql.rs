@@ -388,9 +388,9 @@ pub const WALK_PREDICATES: usize = 4;
 /// How many records a bounded walk for pages of `limit` reads at most: 16 pages (the
 /// page size rounded up to a power of two, at least 16), at most 4,096 (and never less
 /// than a page and one) — so values in more than ~1/16 of a type (1/4 for the largest
-/// pages) are found by the walk. A
-/// constant in the text, like the value walk's inner limit (a parameter there would
-/// be costed as a tenth of the type and spoil the generic plan).
+/// pages) are found by the walk. A constant in the text, like the value walk's inner
+/// limit (a parameter there would be costed as a tenth of the type and spoil the
+/// generic plan).
 pub fn walk_span(limit: usize) -> usize {
     ((limit + 1).next_power_of_two().max(16) * 16)
         .min(4096)
@@ -1424,8 +1424,10 @@ impl<'a> Compiler<'a> {
     /// and the filter tested on each (on `data`, as for a field without an index: the
     /// compiler should be made with [`NoIndexes`]). When the walk finds `limit + 1`
     /// matches, the first `limit + 1` matches of the whole list are among them: that is
-    /// the page (and there is a next one). Otherwise the page may be incomplete (the
-    /// type may go on past the walk) and the caller runs [`Compiler::query`] instead.
+    /// the page (and there is a next one). Without a filter every walked record is in
+    /// the answer, so a shorter one means the walk reached the end of the type: that
+    /// is the page too. Otherwise the page may be incomplete (the type may go on past
+    /// the walk) and the caller runs [`Compiler::query`] instead.
     ///
     /// Why: for a frequent value (a status shared by a fifth of a type) PostgreSQL's
     /// best plan for the full query walks `records_by_created` and probes the field's
@@ -1435,11 +1437,12 @@ impl<'a> Compiler<'a> {
     /// one sensible plan whatever the values or the tenant's size — the order index
     /// read in order, stopped by the page's `LIMIT` — so it runs prepared
     /// (`tests/pg/plans.rs`). The price: a value too rare to fill a page within the
-    /// walk, and a list's last page, cost a walk (at most [`walk_span`] records) before
-    /// the full query.
+    /// walk, and a filtered list's last page, cost a walk (at most [`walk_span`]
+    /// records) before the full query (the backend skips the walk for a while for a
+    /// first page that came out short).
     ///
     /// Tried and not kept: telling "the walk reached the end of the type" apart in the
-    /// same statement, so that last pages need no second query. Finding that out reads
+    /// same statement, so that filtered last pages need no second query. Finding that out reads
     /// past the span however many matches come first, and PostgreSQL plans such a read
     /// for all its rows: a generic plan for a tenant estimated smaller than the span
     /// then reads the whole type off a bitmap and sorts it — seen in the plans test for
@@ -1484,15 +1487,11 @@ impl<'a> Compiler<'a> {
             walk.push_str(" AND ");
             walk.push_str(&self.keyset(&keys, after));
         }
-        let order = cols
+        let order = keys
             .iter()
-            .map(|c| {
-                let e = sys_column("r", *c);
-                if desc {
-                    e + " DESC"
-                } else {
-                    e
-                }
+            .map(|(e, _, _)| match desc {
+                true => format!("{e} DESC"),
+                false => e.clone(),
             })
             .collect::<Vec<_>>()
             .join(", ");

@@ -181,19 +181,30 @@ fn default_keyset_pages_use_the_created_index() {
 /// app role under RLS. (Test only: the bind values are written as literals into the
 /// `EXECUTE`, since `EXPLAIN EXECUTE` takes no parameters.)
 fn generic_plan_of(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> String {
+    let (mut c, args) = prepared_as_app(t, sql, "SET plan_cache_mode = force_generic_plan;");
+    let e = ddms_diesel::sql::Sql {
+        text: format!("EXPLAIN EXECUTE p({args})"),
+        ..Default::default()
+    };
+    explain_text(&mut c, &e)
+}
+
+/// A session as the app role bound to `t`, after `setup`, with `sql` prepared as `p`;
+/// and `sql`'s binds as literals for `EXECUTE p(..)`.
+fn prepared_as_app(
+    t: &ddms_core::TenantScope,
+    sql: &ddms_diesel::sql::Sql,
+    setup: &str,
+) -> (diesel::PgConnection, String) {
     let mut c = app_role();
     c.batch_execute(&format!(
-        "SET plan_cache_mode = force_generic_plan; SELECT set_config('ddms.tenant_id', '{}', false); PREPARE p AS {}",
+        "{setup} SELECT set_config('ddms.tenant_id', '{}', false); PREPARE p AS {}",
         t.scope().tenant,
         sql.text
     ))
     .unwrap();
     let args: Vec<String> = sql.binds.iter().map(literal).collect();
-    let e = ddms_diesel::sql::Sql {
-        text: format!("EXPLAIN EXECUTE p({})", args.join(", ")),
-        ..Default::default()
-    };
-    explain_text(&mut c, &e)
+    (c, args.join(", "))
 }
 
 /// A bind as an SQL literal (test only: `EXPLAIN EXECUTE` takes no parameters).
@@ -224,20 +235,12 @@ fn plan_choices(t: &ddms_core::TenantScope, sql: &ddms_diesel::sql::Sql) -> (i64
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         custom_plans: i64,
     }
-    let mut c = app_role();
-    c.batch_execute(&format!(
-        "SELECT set_config('ddms.tenant_id', '{}', false); PREPARE q AS {}",
-        t.scope().tenant,
-        sql.text
-    ))
-    .unwrap();
-    let args: Vec<String> = sql.binds.iter().map(literal).collect();
+    let (mut c, args) = prepared_as_app(t, sql, "");
     for _ in 0..12 {
-        c.batch_execute(&format!("EXECUTE q({})", args.join(", ")))
-            .unwrap();
+        c.batch_execute(&format!("EXECUTE p({args})")).unwrap();
     }
     let r: Vec<Choices> = diesel::sql_query(
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'q'",
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'p'",
     )
     .load(&mut c)
     .unwrap();
