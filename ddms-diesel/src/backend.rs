@@ -62,6 +62,9 @@ pub struct PgBackend {
     pub(crate) group: Arc<crate::group_insert::GroupInsert>,
     /// The list texts this backend's connections keep prepared (bounded).
     pub(crate) stable_texts: Arc<crate::statement::StableTexts>,
+    /// The bounded walks' texts they keep prepared (bounded apart, see
+    /// [`crate::statement::STABLE_WALK_TEXTS`]).
+    pub(crate) walk_texts: Arc<crate::statement::StableTexts>,
     /// How bounded walks went ([`PgBackend::bounded_walk_stats`]).
     pub(crate) walks: Arc<WalkCounters>,
 }
@@ -154,6 +157,9 @@ impl PgBackend {
             feed: Arc::new(crate::subscribe::FeedHub::new(&cfg.url)),
             group: Arc::default(),
             stable_texts: Arc::default(),
+            walk_texts: Arc::new(crate::statement::StableTexts::new(
+                crate::statement::STABLE_WALK_TEXTS,
+            )),
             walks: Arc::default(),
         })
     }

@@ -87,7 +87,7 @@ impl PgBackend {
         self.once(sc, |c| {
             if let Some(walk) = &walk {
                 use std::sync::atomic::Ordering::Relaxed;
-                let rows: Vec<RecordRow<D>> = self.stable_texts.statement(walk).load(c)?;
+                let rows: Vec<RecordRow<D>> = self.walk_texts.statement(walk).load(c)?;
                 // A full page (and the next one's first record): the walk's answer is
                 // complete. So is a shorter one without a filter (every record walked
                 // is in it, so the walk reached the end of the type; an empty one may
