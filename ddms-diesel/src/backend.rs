@@ -78,40 +78,40 @@ pub struct BoundedWalkStats {
     /// Walks that found fewer, after which the full query ran.
     pub fell_back: u64,
     /// First pages run as the full query at once: the same list (tenant, type, filter
-    /// with its values, sort, page size) came out shorter than a page within the last
-    /// [`SHORT_LIST_TTL`], so a walk would only have come first.
+    /// with its values, sort, page size) fell back within the last [`WALK_MISS_TTL`],
+    /// so its walk would only have come first again.
     pub skipped: u64,
 }
 
-/// How long a list that came out shorter than a page skips its walk.
-pub const SHORT_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(10);
-/// At most this many short lists are remembered (then all are forgotten).
-const SHORT_LISTS_MAX: usize = 4096;
+/// How long a first page whose walk fell back skips its walk.
+pub const WALK_MISS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// At most this many such pages are remembered (then all are forgotten).
+const WALK_MISSES_MAX: usize = 4096;
 
 /// A list's first page: tenant, query fingerprint, page size.
-pub(crate) type ShortKey = (Uuid, [u8; 16], usize);
+pub(crate) type WalkKey = (Uuid, [u8; 16], usize);
 
-/// The bounded walks' counters, and the first pages of lists that came out shorter
-/// than a page (a small type, a rare value; by tenant, query fingerprint and page
-/// size): a walk for them again would find too few matches and only add a statement
-/// before the full query (measured on a 30-record type, filtered: +30–40 % PostgreSQL
-/// CPU per list), so for [`SHORT_LIST_TTL`] they skip it. Only a hint for choosing the
-/// path: no records are kept.
+/// The bounded walks' counters, and the first pages whose walk fell back lately (a
+/// small type, a rare value; by tenant, query fingerprint and page size): walking
+/// again would find too few matches again and only add a statement before the full
+/// query (measured: a 30-record type, filtered, +30–40 % PostgreSQL CPU per list; an
+/// equality matching 0.9 % of 400k records, −14 % req/s), so for [`WALK_MISS_TTL`]
+/// they skip it. Only a hint for choosing the path: no records are kept.
 #[derive(Debug, Default)]
 pub(crate) struct WalkCounters {
     pub answered: std::sync::atomic::AtomicU64,
     pub fell_back: std::sync::atomic::AtomicU64,
     pub skipped: std::sync::atomic::AtomicU64,
-    short: parking_lot::Mutex<foldhash::HashMap<ShortKey, std::time::Instant>>,
+    misses: parking_lot::Mutex<foldhash::HashMap<WalkKey, std::time::Instant>>,
 }
 
 impl WalkCounters {
-    /// Whether the list `key` came out short lately (then counted as skipped).
-    pub fn skip(&self, key: &ShortKey) -> bool {
-        let short = self.short.lock();
-        let hit = short
+    /// Whether the first page `key`'s walk fell back lately (then counted as skipped).
+    pub fn skip(&self, key: &WalkKey) -> bool {
+        let misses = self.misses.lock();
+        let hit = misses
             .get(key)
-            .is_some_and(|at| at.elapsed() < SHORT_LIST_TTL);
+            .is_some_and(|at| at.elapsed() < WALK_MISS_TTL);
         if hit {
             self.skipped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -119,13 +119,13 @@ impl WalkCounters {
         hit
     }
 
-    /// Remembers that the list `key` came out shorter than a page.
-    pub fn remember_short(&self, key: ShortKey) {
-        let mut short = self.short.lock();
-        if short.len() >= SHORT_LISTS_MAX {
-            short.clear();
+    /// Remembers that the first page `key`'s walk fell back.
+    pub fn remember_miss(&self, key: WalkKey) {
+        let mut misses = self.misses.lock();
+        if misses.len() >= WALK_MISSES_MAX {
+            misses.clear();
         }
-        short.insert(key, std::time::Instant::now());
+        misses.insert(key, std::time::Instant::now());
     }
 }
 

@@ -72,13 +72,13 @@ impl PgBackend {
         let sql = Compiler::new(t, self).query(q, ty.id, ty.version);
         // A list in the records' own order whose full query would be planned per call
         // is first tried as a bounded walk (prepared); see `Compiler::bounded_walk`.
-        // A first page that came out short lately goes straight to the full query.
-        let short_key = q.after.is_none().then(|| (t, *q.fingerprint(), q.limit));
+        // A first page whose walk fell back lately goes straight to the full query.
+        let first_page = q.after.is_none().then(|| (t, *q.fingerprint(), q.limit));
         let walk = match sql.stable_plan {
             true => None,
             false => Compiler::new(t, &NoIndexes).bounded_walk(q, ty.id, ty.version),
         }
-        .filter(|_| !short_key.is_some_and(|k| self.walks.skip(&k)));
+        .filter(|_| !first_page.is_some_and(|k| self.walks.skip(&k)));
         // No common snapshot needed: the version check below only tells an empty
         // result from a changed type, and types only move forward.
         // Prepared only when its plan cannot depend on the values (`stable_plan`, see
@@ -98,13 +98,11 @@ impl PgBackend {
                     return Ok(rows);
                 }
                 self.walks.fell_back.fetch_add(1, Relaxed);
-            }
-            let rows: Vec<RecordRow<D>> = self.stable_texts.statement(&sql).load(c)?;
-            if walk.is_some() && rows.len() <= q.limit {
-                if let Some(k) = short_key {
-                    self.walks.remember_short(k);
+                if let Some(k) = first_page {
+                    self.walks.remember_miss(k);
                 }
             }
+            let rows: Vec<RecordRow<D>> = self.stable_texts.statement(&sql).load(c)?;
             if rows.is_empty() {
                 // The query is guarded by the type's version: no rows may mean the
                 // type changed since the query was checked. Tell the two apart.

@@ -1439,7 +1439,7 @@ impl<'a> Compiler<'a> {
     /// (`tests/pg/plans.rs`). The price: a value too rare to fill a page within the
     /// walk, and a filtered list's last page, cost a walk (at most [`walk_span`]
     /// records) before the full query (the backend skips the walk for a while for a
-    /// first page that came out short).
+    /// first page whose walk fell back).
     ///
     /// Tried and not kept: telling "the walk reached the end of the type" apart in the
     /// same statement, so that filtered last pages need no second query. Finding that out reads

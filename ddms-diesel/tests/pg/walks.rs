@@ -39,6 +39,9 @@ fn tenant_of(store: &Store, name: &str) -> TenantScope {
 fn kind_of(i: usize) -> &'static str {
     if RARE_AT.contains(&i) {
         "rare"
+    } else if i % 64 == 1 {
+        // ~1.5 %: too few for a walk to fill a page, more than a page of 7.
+        "few"
     } else if i.is_multiple_of(2) {
         "common"
     } else {
@@ -92,7 +95,7 @@ fn delta(before: BoundedWalkStats, after: BoundedWalkStats) -> (u64, u64, u64) {
 
 #[test]
 fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
-    assert!(walk_span(50) < RECORDS && walk_span(7) < RARE_AT[1]);
+    assert!(walk_span(50) < RECORDS && walk_span(7) < RARE_AT[1] && RECORDS / 64 > 7);
     let (backend, store) = own_store();
     let t = tenant_of(&store, "walks");
     let tid = t.scope().tenant.0;
@@ -135,6 +138,7 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
     for (field, value, cond) in [
         ("kind", "common", "data->>'kind' = 'common'"),
         ("kind", "rare", "data->>'kind' = 'rare'"),
+        ("kind", "few", "data->>'kind' = 'few'"),
         ("tag", "common", "data->>'tag' = 'common'"),
         ("tag", "rare", "data->>'tag' = 'rare'"),
     ] {
@@ -163,6 +167,8 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
                 if value == "rare" {
                     // Four matches: one page, which the walk cannot fill.
                     assert_eq!((answered, fell_back), (0, 1), "{q}");
+                } else if value == "few" {
+                    assert!(fell_back >= 1, "{q}: the first page falls back");
                 } else {
                     // Half the records match: the walk finds every page but the last,
                     // which has fewer than `limit + 1` records.
@@ -181,7 +187,7 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
     assert_eq!(delta(before, backend.bounded_walk_stats()), (pages, 0, 0));
 
     // Nothing matches: the full query runs (and tells an empty result from a changed
-    // type). Asked again, the list that came out short skips its walk; another page
+    // type). Asked again, the first page whose walk fell back skips it; another page
     // size is another list.
     let before = backend.bounded_walk_stats();
     let none = json!({"filter": {"field": "n", "op": "gt", "value": 100_000}});
@@ -194,13 +200,23 @@ fn bounded_walks_give_the_full_querys_pages_and_fall_back_when_short() {
     other_size["limit"] = json!(20);
     assert!(all_pages(&recs, &other_size).0.is_empty());
     assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 1, 1));
-    // The rare value's list came out short above: skipped now, and still complete.
+    // The rare value's first page fell back above: skipped now, and still complete.
     let before = backend.bounded_walk_stats();
     let rare =
         json!({"filter": {"field": "kind", "op": "eq", "value": "rare"}, "sort": [], "limit": 50});
     let (got, _) = all_pages(&recs, &rare);
     assert_eq!(got, oracle(tid, "data->>'kind' = 'rare'", "created_at, id"));
     assert_eq!(delta(before, backend.bounded_walk_stats()), (0, 0, 1));
+    // So is a longer list's: its first page is skipped, the later ones (after a
+    // position) are walked again.
+    let before = backend.bounded_walk_stats();
+    let few =
+        json!({"filter": {"field": "kind", "op": "eq", "value": "few"}, "sort": [], "limit": 7});
+    let (got, pages) = all_pages(&recs, &few);
+    assert_eq!(got, oracle(tid, "data->>'kind' = 'few'", "created_at, id"));
+    let (answered, fell_back, skipped) = delta(before, backend.bounded_walk_stats());
+    assert!(pages > 1);
+    assert_eq!((skipped, answered + fell_back), (1, pages - 1));
 
     // A handle checked against an older version of the type: both the walk and the full
     // query are guarded by the version; the library re-reads the type and the page is
