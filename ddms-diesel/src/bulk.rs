@@ -1318,11 +1318,7 @@ impl BulkLoad {
         loading: Option<Uuid>,
         f: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<T> {
-        if let Some(why) = &self.broken {
-            return Err(Error::Internal(format!(
-                "this load cannot go on: {why}; start it again"
-            )));
-        }
+        self.refuse_if_broken("this load cannot go on", "start it again")?;
         if self.shadow.is_some() {
             if loading.is_none() {
                 self.end_records_tx()?;
@@ -1671,11 +1667,7 @@ impl BulkLoad {
         if self.shadow.is_some() {
             return self.publish();
         }
-        if let Some(why) = &self.broken {
-            return Err(Error::Internal(format!(
-                "nothing was committed: {why}; start the load again"
-            )));
-        }
+        self.refuse_if_broken("nothing was committed", "start the load again")?;
         if !self.saved.is_empty() {
             let saved = std::mem::take(&mut self.saved);
             let rows = self.records + self.relations;
@@ -2431,6 +2423,14 @@ impl BulkLoad {
 
     /// Rolls the records steps' transaction back after `e`: the steps before it went
     /// with it, so the load is broken.
+    /// `Err("<what>: <why the load broke>; <then>")` once a step has failed.
+    fn refuse_if_broken(&self, what: &str, then: &str) -> Result<()> {
+        match &self.broken {
+            Some(why) => Err(Error::Internal(format!("{what}: {why}; {then}"))),
+            None => Ok(()),
+        }
+    }
+
     fn abort_records_tx(&mut self, e: &Error) {
         let _ =
             <PgConnection as Connection>::TransactionManager::rollback_transaction(&mut self.conn);
@@ -2899,11 +2899,7 @@ impl BulkLoad {
     /// The exclusive path's commit: indexes (in parallel), constraints and triggers,
     /// ANALYZE, then the swap in one short transaction.
     fn publish(mut self) -> Result<BulkReport> {
-        if let Some(why) = &self.broken {
-            return Err(Error::Internal(format!(
-                "nothing was published: {why}; start the load again"
-            )));
-        }
+        self.refuse_if_broken("nothing was published", "start the load again")?;
         self.end_records_tx()?;
         let connections = self.opts.connections.max(1);
         let (attach, triggers, unseal) = {
