@@ -1,6 +1,7 @@
 //! [`PgBackend`]: the pool, the tenant-scoped transaction every call runs in, and a
 //! small cache of per-type field ids and index states.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use ddms_core::{Error as CoreError, Scope};
@@ -99,9 +100,9 @@ pub(crate) type WalkKey = (Uuid, [u8; 16], usize);
 /// they skip it. Only a hint for choosing the path: no records are kept.
 #[derive(Debug, Default)]
 pub(crate) struct WalkCounters {
-    pub answered: std::sync::atomic::AtomicU64,
-    pub fell_back: std::sync::atomic::AtomicU64,
-    pub skipped: std::sync::atomic::AtomicU64,
+    answered: AtomicU64,
+    fell_back: AtomicU64,
+    skipped: AtomicU64,
     misses: parking_lot::Mutex<foldhash::HashMap<WalkKey, std::time::Instant>>,
 }
 
@@ -113,19 +114,33 @@ impl WalkCounters {
             .get(key)
             .is_some_and(|at| at.elapsed() < WALK_MISS_TTL);
         if hit {
-            self.skipped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.skipped.fetch_add(1, Relaxed);
         }
         hit
     }
 
-    /// Remembers that the first page `key`'s walk fell back.
-    pub fn remember_miss(&self, key: WalkKey) {
+    /// Counts a walk that answered its page.
+    pub fn answered(&self) {
+        self.answered.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a walk that fell back, and remembers it when it was a first page's.
+    pub fn fell_back(&self, first_page: Option<WalkKey>) {
+        self.fell_back.fetch_add(1, Relaxed);
+        let Some(key) = first_page else { return };
         let mut misses = self.misses.lock();
         if misses.len() >= WALK_MISSES_MAX {
             misses.clear();
         }
         misses.insert(key, std::time::Instant::now());
+    }
+
+    fn stats(&self) -> BoundedWalkStats {
+        BoundedWalkStats {
+            answered: self.answered.load(Relaxed),
+            fell_back: self.fell_back.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+        }
     }
 }
 
@@ -248,12 +263,7 @@ impl PgBackend {
 
     /// How lists tried as bounded walks went so far.
     pub fn bounded_walk_stats(&self) -> BoundedWalkStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        BoundedWalkStats {
-            answered: self.walks.answered.load(Relaxed),
-            fell_back: self.walks.fell_back.load(Relaxed),
-            skipped: self.walks.skipped.load(Relaxed),
-        }
+        self.walks.stats()
     }
 
     pub(crate) fn remember(&self, type_id: Uuid, meta: TypeMeta) {

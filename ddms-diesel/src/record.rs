@@ -86,7 +86,6 @@ impl PgBackend {
         // set); otherwise planned per call.
         self.once(sc, |c| {
             if let Some(walk) = &walk {
-                use std::sync::atomic::Ordering::Relaxed;
                 let rows: Vec<RecordRow<D>> = self.walk_texts.statement(walk).load(c)?;
                 // A full page (and the next one's first record): the walk's answer is
                 // complete. So is a shorter one without a filter (every record walked
@@ -94,13 +93,10 @@ impl PgBackend {
                 // mean a changed type). Otherwise the full query gives the page.
                 let whole = q.filter.is_none() && !rows.is_empty();
                 if rows.len() == q.limit + 1 || whole {
-                    self.walks.answered.fetch_add(1, Relaxed);
+                    self.walks.answered();
                     return Ok(rows);
                 }
-                self.walks.fell_back.fetch_add(1, Relaxed);
-                if let Some(k) = first_page {
-                    self.walks.remember_miss(k);
-                }
+                self.walks.fell_back(first_page);
             }
             let rows: Vec<RecordRow<D>> = self.stable_texts.statement(&sql).load(c)?;
             if rows.is_empty() {

@@ -385,16 +385,32 @@ fn single_comparison(f: Option<&CheckedFilter>) -> bool {
 /// At most this many predicates in the filter of a bounded walk.
 pub const WALK_PREDICATES: usize = 4;
 
+/// A page of `limit` records and the next one's first, rounded up to a power of two
+/// (at least 16): the constant limits of the value walk and the bounded walk, from a
+/// small set of texts, where a bound limit would spoil the generic plan (see
+/// [`Compiler::value_walk`], [`Compiler::bounded_walk`]).
+fn page_bucket(limit: usize) -> usize {
+    (limit + 1).next_power_of_two().max(16)
+}
+
 /// How many records a bounded walk for pages of `limit` reads at most: 16 pages (the
-/// page size rounded up to a power of two, at least 16), at most 4,096 (and never less
-/// than a page and one) — so values in more than ~1/16 of a type (1/4 for the largest
-/// pages) are found by the walk. A constant in the text, like the value walk's inner
-/// limit (a parameter there would be costed as a tenth of the type and spoil the
-/// generic plan).
+/// [`page_bucket`]), at most 4,096 (and never less than a page and one) — so values in
+/// more than ~1/16 of a type (1/4 for the largest pages) are found by the walk. A
+/// constant in the text, like the value walk's inner limit (a parameter there would be
+/// costed as a tenth of the type and spoil the generic plan).
 pub fn walk_span(limit: usize) -> usize {
-    ((limit + 1).next_power_of_two().max(16) * 16)
-        .min(4096)
-        .max(limit + 1)
+    (page_bucket(limit) * 16).min(4096).max(limit + 1)
+}
+
+/// The `ORDER BY` list of sort keys `(expression, descending, nullable)`.
+fn order_by(keys: &[(String, bool, bool)]) -> String {
+    keys.iter()
+        .map(|(e, desc, _)| match desc {
+            true => format!("{e} DESC"),
+            false => e.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether `f` has a `related` predicate.
@@ -1319,16 +1335,7 @@ impl<'a> Compiler<'a> {
         if let Some(after) = &q.after {
             wh.push(self.keyset(&keys, after));
         }
-        let order: Vec<String> = keys
-            .iter()
-            .map(|(e, desc, _)| {
-                if *desc {
-                    format!("{e} DESC")
-                } else {
-                    e.clone()
-                }
-            })
-            .collect();
+        let order = order_by(&keys);
         let limit = self.sql.param(Bind::Int(q.limit as i64 + 1));
         let stable_plan = q.sort.len() <= 2 // one key and the `id` tie-breaker
             && single_comparison(q.filter.as_ref())
@@ -1337,9 +1344,8 @@ impl<'a> Compiler<'a> {
         let mut sql = self.sql;
         sql.stable_plan = stable_plan;
         let text = format!(
-            "SELECT {RECORD_COLS_R} FROM records r{joins_sql} WHERE {} ORDER BY {} LIMIT {limit}",
+            "SELECT {RECORD_COLS_R} FROM records r{joins_sql} WHERE {} ORDER BY {order} LIMIT {limit}",
             wh.join(" AND "),
-            order.join(", ")
         );
         sql.text = text;
         sql
@@ -1391,7 +1397,7 @@ impl<'a> Compiler<'a> {
         // two (at least 16): with a parameter there, a generic plan would count on a
         // tenth of the range's estimated entries, cost more than the custom plans for
         // `limit + 1`, and never be chosen. The page size itself is bound, outside.
-        let bucket = (limit + 1).next_power_of_two().max(16);
+        let bucket = page_bucket(limit);
         // Under an equality the value is a constant: ordering by it too would leave the
         // outer query a (small, needless) sort of the page.
         let by_v = |alias: &str| match walk.lower {
@@ -1442,13 +1448,14 @@ impl<'a> Compiler<'a> {
     /// first page whose walk fell back).
     ///
     /// Tried and not kept: telling "the walk reached the end of the type" apart in the
-    /// same statement, so that filtered last pages need no second query. Finding that out reads
-    /// past the span however many matches come first, and PostgreSQL plans such a read
-    /// for all its rows: a generic plan for a tenant estimated smaller than the span
-    /// then reads the whole type off a bitmap and sorts it — seen in the plans test for
-    /// a second read of the index (`UNION ALL … OFFSET span LIMIT 1`), and for the walk
-    /// itself when a window numbered the walked rows. With that offset bound instead,
-    /// the generic plan looked dearer than the custom ones, so every call was planned.
+    /// same statement, so that filtered last pages need no second query. Finding that
+    /// out reads past the span however many matches come first, and PostgreSQL plans
+    /// such a read for all its rows: a generic plan for a tenant estimated smaller than
+    /// the span then reads the whole type off a bitmap and sorts it — seen in the plans
+    /// test for a second read of the index (`UNION ALL … OFFSET span LIMIT 1`), and for
+    /// the walk itself when a window numbered the walked rows. With that offset bound
+    /// instead, the generic plan looked dearer than the custom ones, so every call was
+    /// planned.
     ///
     /// `None` when the order is not one of those, or the filter has a `related`
     /// predicate (a subquery per walked record) or more than [`WALK_PREDICATES`]
@@ -1487,14 +1494,7 @@ impl<'a> Compiler<'a> {
             walk.push_str(" AND ");
             walk.push_str(&self.keyset(&keys, after));
         }
-        let order = keys
-            .iter()
-            .map(|(e, _, _)| match desc {
-                true => format!("{e} DESC"),
-                false => e.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let order = order_by(&keys);
         let guard = self.version_guard(&ty, type_version);
         let filter = match &q.filter {
             Some(f) => {
@@ -1512,7 +1512,7 @@ impl<'a> Compiler<'a> {
         // guess for a bound limit against the few rows it saw left after the
         // position), so every call was planned (~0.3 ms, seen in the statement log).
         let span = walk_span(q.limit);
-        let bucket = (q.limit + 1).next_power_of_two().max(16);
+        let bucket = page_bucket(q.limit);
         let mut sql = self.sql;
         sql.stable_plan = true;
         sql.text = format!(
