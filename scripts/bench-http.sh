@@ -386,21 +386,23 @@ pg_cpu_ticks() { # the cluster's CPU so far, its exited backends included (0 whe
   for p in $(pgrep -P "$pm"); do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
   echo "$t"
 }
-db_alone() { # name path rows "literal:alternative ..." [literal=replacement ...]
-  # -> "statements/s cpu_us_per_statement" (medians). Each alternative to the literal
-  # makes one more script; pgbench picks one of the scripts at random per statement.
-  local name=$1 path=$2 rows=$3 vary=$4; shift 4
-  local sql got i c0 c1 tps alt scripts
-  sql=$(logged requests 1 GET "$path" | python3 "$OUT/inline.py" "$@") || { say "$name: no statement in the log"; echo "n/a n/a"; return; }
-  printf '\\set lo random(0, 950000)\n\\set hi :lo + 50000\n%s;\n' "$sql" > "$OUT/db_$name.pgb"
+db_alone() { # name path rows prelude "literal:alternative ..." [literal=replacement ...]
+  # -> "statements/s cpu_us_per_statement" (medians). The prelude (pgbench commands)
+  # sets the variables the replacements name. Each alternative to the literal makes one
+  # more script; pgbench picks one of the scripts at random per statement.
+  local name=$1 path=$2 rows=$3 prelude=$4 vary=$5; shift 5
+  local lines sql got i c0 c1 tps alt scripts
+  lines=$(logged requests 1 GET "$path")
+  sql=$(echo "$lines" | python3 "$OUT/inline.py" "$@") || { say "$name: no statement in the log"; echo "n/a n/a"; return; }
+  printf '%s%s;\n' "$prelude" "$sql" > "$OUT/db_$name.pgb"
   scripts=(-f "$OUT/db_$name.pgb")
   for alt in ${vary#*:}; do
     sed "s/${vary%%:*}/$alt/g" "$OUT/db_$name.pgb" > "$OUT/db_$name.$alt.pgb"
     scripts+=(-f "$OUT/db_$name.$alt.pgb")
   done
-  # With the logged request's bounds the statement returns that request's page: RLS and
+  # With the logged parameters the statement returns the logged request's page: RLS and
   # the tenant are in force, so the rate below is one of real pages.
-  got=$(as_app psql -X -At "$DDMS_URL" -c "SELECT count(*) FROM ($(echo "$sql" | sed 's/:lo/123456/g; s/:hi/173456/g')) q" 2>&1) || true
+  got=$(as_app psql -X -At "$DDMS_URL" -c "SELECT count(*) FROM ($(echo "$lines" | python3 "$OUT/inline.py")) q" 2>&1) || true
   [ "$got" = "$rows" ] || { say "$name: the logged statement returned '$got' rows, not $rows"; echo "n/a n/a"; return; }
   : > "$OUT/db_$name.runs"
   for i in $(seq 1 "$RUNS"); do
@@ -417,9 +419,11 @@ db_alone() { # name path rows "literal:alternative ..." [literal=replacement ...
 DB_RANGE="n/a n/a"; DB_EQ="n/a n/a"
 if [ -n "$PGBENCH" ]; then
   say "the database alone: the range and status list statements through pgbench"
+  # One range request with recognisable bounds; pgbench draws them as the wrk load does.
   RANGE_F=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("{\"and\":[{\"field\":\"budget\",\"op\":\"gte\",\"value\":123456},{\"field\":\"budget\",\"op\":\"lt\",\"value\":173456}]}"))')
-  DB_RANGE=$(db_alone range "/api/v1/entity-types/project/records?limit=50&sort=budget&filter=$RANGE_F" 51 "" "'123456'=:lo" "'173456'=:hi")
-  DB_EQ=$(db_alone eq "/api/v1/entity-types/project/records?limit=50&filter=$EQ_F" 51 "active:planned on_hold done archived")
+  DB_RANGE=$(db_alone range "/api/v1/entity-types/project/records?limit=50&sort=budget&filter=$RANGE_F" 51 \
+    $'\\set lo random(0, 950000)\n\\set hi :lo + 50000\n' "" "'123456'=:lo" "'173456'=:hi")
+  DB_EQ=$(db_alone eq "/api/v1/entity-types/project/records?limit=50&filter=$EQ_F" 51 "" "active:planned on_hold done archived")
   say "the database alone (statements/s, PostgreSQL CPU µs per statement): range $DB_RANGE, status $DB_EQ"
 else
   say "pgbench not found: the database-alone step is skipped"
